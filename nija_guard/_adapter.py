@@ -1,0 +1,535 @@
+"""The adapter seam: everything that depends on the broker client's API.
+
+The engine asks an adapter which methods enter orders, how to read symbol,
+side and amount from a call, how to resubmit it with a clamped amount and a
+client order id, what holdings a balance reports, what a market's precision and
+minimums are, and whether an error leaves the outcome unknown. It never
+touches a client itself: calls the adapter prepares are performed by a driver.
+
+:class:`CcxtAdapter` is the implementation for ccxt clients (sync, async, pro).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import secrets
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar, Protocol
+
+import ccxt
+
+from ._model import ZERO, MarketInfo, OrderView, check_amount, to_decimal
+
+__all__ = ["Adapter", "CcxtAdapter", "EntryPoint", "OrderCall", "is_order_entry_name"]
+
+# The prefix of every client order id the guard makes: how it recognizes its
+# own orders on the exchange after a restart.
+CLIENT_ID_PREFIX = "njg"
+# Kraken only takes a UUID (or 18 free chars); ours start with these 8 hex digits.
+UUID_MARKER = "4e4a4700"
+
+_ENTRY_VERBS = frozenset(
+    {"create", "edit", "close", "place", "amend", "modify", "replace", "submit"}
+)
+_ENTRY_NOUNS = frozenset({"order", "orders", "position", "positions", "trade"})
+# Request builders and id helpers: pure functions, they send nothing.
+_BUILDER_ENDINGS = frozenset({"request", "requests", "appendix", "nonce", "data", "parts"})
+
+
+def is_order_entry_name(name: str) -> bool:
+    """Whether a method name enters (or amends, or closes with) an order."""
+    words = name.split("_")
+    return (
+        words[0] in _ENTRY_VERBS
+        and not _ENTRY_NOUNS.isdisjoint(words)
+        and words[-1] not in _BUILDER_ENDINGS
+        and "ccxt" not in words
+    )
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """How one client method enters orders.
+
+    ``kind`` is one of ``order`` (symbol/side/amount arguments), ``cost`` (a
+    market order sized in quote currency), ``batch`` (a list of order
+    requests), ``edit`` (amends an order by id), ``close_position``,
+    ``close_all`` and ``convert``. ``side`` and ``type`` are set when the
+    method's name fixes them (``create_market_sell_order``).
+    """
+
+    name: str
+    kind: str
+    arg_names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    side: str | None = None
+    type: str | None = None
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, like ``inspect.Signature.bind``."""
+        if len(args) > len(self.arg_names):
+            raise ccxt.BadRequest(
+                f"{self.name}() takes {len(self.arg_names)} arguments, got {len(args)}"
+            )
+        bound = dict(zip(self.arg_names, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in self.arg_names:
+                raise ccxt.BadRequest(f"{self.name}() got an unexpected argument {key!r}")
+            if key in bound:
+                raise ccxt.BadRequest(f"{self.name}() got multiple values for {key!r}")
+            bound[key] = value
+        for key in self.arg_names:
+            if key not in bound:
+                if key not in self.defaults:
+                    raise ccxt.ArgumentsRequired(f"{self.name}() requires the argument {key!r}")
+                default = self.defaults[key]
+                bound[key] = dict(default) if isinstance(default, dict) else default
+        return bound
+
+
+@dataclass
+class OrderCall:
+    """One order of a bot's call, parsed and validated, ready to resubmit."""
+
+    entry: EntryPoint
+    arguments: dict[str, Any]
+    symbol: str
+    side: str
+    type: str
+    amount: Decimal | None  # None: the whole position (close_position)
+    price: Decimal | None
+    params: dict[str, Any]
+    guard_options: dict[str, Any] = field(default_factory=dict)
+    replaces: str | None = None  # the order id an edit amends
+    cost: Decimal | None = None  # quote-sized market orders
+
+    def with_submission(self, amount: Decimal | None, params: Mapping[str, Any]) -> dict[str, Any]:
+        args = dict(self.arguments)
+        if amount is not None:
+            key = "cost" if self.cost is not None and "amount" not in args else "amount"
+            args[key] = float(amount)
+        if "side" in args:
+            args["side"] = self.side
+        if "params" in args:
+            args["params"] = dict(params)
+        return args
+
+
+class Adapter(Protocol):
+    """What the engine needs from a broker client API. See :class:`CcxtAdapter`."""
+
+    def account_id(self, client: Any, alias: str | None) -> str: ...
+    def entry_points(self, client_type: type) -> Mapping[str, EntryPoint]: ...
+    def parse_call(
+        self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> list[OrderCall]: ...
+    def markets_loaded(self, client: Any) -> bool: ...
+    def market_info(self, client: Any, symbol: str) -> MarketInfo: ...
+    def is_exit(self, call: OrderCall, market: MarketInfo) -> bool: ...
+    def holdings(
+        self, balance: Mapping[str, Any], asset: str
+    ) -> tuple[Decimal, Decimal, int | None]: ...
+    def new_client_order_id(self, client: Any) -> str: ...
+    def owns_client_order_id(self, client_order_id: str | None) -> bool: ...
+    def submission_params(
+        self, call: OrderCall, client_order_id: str, client: Any
+    ) -> dict[str, Any]: ...
+    def order_view(self, order: Any) -> OrderView: ...
+    def lookup_by_client_id(
+        self, symbol: str, client_order_id: str
+    ) -> tuple[str, tuple[Any, ...]]: ...
+    def outcome_is_unknown(self, error: BaseException) -> bool: ...
+
+
+_SIDES = {"sell": "sell", "buy": "buy"}
+
+
+def _normalize_side(value: Any, method: str) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in _SIDES:
+        raise ccxt.InvalidOrder(
+            f"{method}(): side must be 'buy' or 'sell' (any case), got {value!r}"
+        )
+    return _SIDES[value.strip().lower()]
+
+
+def _check_params(value: Any, method: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ccxt.BadRequest(f"{method}(): params must be a dict, got {type(value).__name__}")
+    return dict(value)
+
+
+def _check_price(value: Any, method: str, name: str = "price") -> Decimal | None:
+    if value is None:
+        return None
+    number = to_decimal(value)
+    if number is None or number <= 0:
+        raise ccxt.InvalidOrder(
+            f"{method}(): {name} must be a positive finite number, got {value!r}"
+        )
+    return number
+
+
+class CcxtAdapter:
+    """The adapter for ccxt clients (``ccxt``, ``ccxt.async_support``, ``ccxt.pro``)."""
+
+    # Parameters whose presence makes any order a resting, triggered one.
+    TRIGGER_PARAMS: ClassVar[tuple[str, ...]] = (
+        "triggerPrice",
+        "stopPrice",
+        "stopLossPrice",
+        "takeProfitPrice",
+        "trailingAmount",
+        "trailingPercent",
+    )
+
+    def __init__(self) -> None:
+        self._entry_cache: dict[type, Mapping[str, EntryPoint]] = {}
+        self._market_cache: dict[tuple[int, str], tuple[Any, MarketInfo]] = {}
+
+    # -- identity ----------------------------------------------------------------
+    def account_id(self, client: Any, alias: str | None) -> str:
+        """Lock identity: the exchange id and a digest of the API key, or the alias."""
+        exchange_id = str(getattr(client, "id", None) or type(client).__name__)
+        if alias:
+            return f"{exchange_id}:{alias}"
+        api_key = getattr(client, "apiKey", None) or ""
+        if api_key:
+            digest = hashlib.sha256(str(api_key).encode()).hexdigest()[:16]
+            return f"{exchange_id}:{digest}"
+        # No key: nothing links two clients, so each is its own account.
+        return f"{exchange_id}:anonymous-{id(client):x}"
+
+    # -- which methods enter orders ----------------------------------------------
+    def entry_points(self, client_type: type) -> Mapping[str, EntryPoint]:
+        """Attribute name (snake and camelCase) -> entry point, for a client class."""
+        cached = self._entry_cache.get(client_type)
+        if cached is not None:
+            return cached
+        found: dict[str, EntryPoint] = {}
+        by_function: dict[str, EntryPoint] = {}
+        for attr in dir(client_type):
+            if attr.startswith("_"):
+                continue
+            func = getattr(client_type, attr, None)
+            if not callable(func):
+                continue
+            # ccxt makes camelCase aliases point at the snake_case function.
+            name = getattr(func, "__name__", attr)
+            if not is_order_entry_name(name):
+                continue
+            entry = by_function.get(name)
+            if entry is None:
+                entry = self.classify(name, func)
+                by_function[name] = entry
+            found[attr] = entry
+        self._entry_cache[client_type] = found
+        return found
+
+    def classify(self, name: str, func: Callable[..., Any]) -> EntryPoint:
+        """Derive an entry point from a method's name and signature."""
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError):
+            return EntryPoint(name, "unsupported", (), {})
+        params = [p for p in sig.parameters.values() if p.name != "self"]
+        arg_names = tuple(p.name for p in params)
+        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        base = name.removesuffix("_ws")
+        side = "sell" if "_sell_" in f"{base}_" else "buy" if "_buy_" in f"{base}_" else None
+        if "market" in base.split("_"):
+            order_type: str | None = "market"
+        elif "limit" in base.split("_"):
+            order_type = "limit"
+        elif base == "create_twap_order":
+            order_type = "market"
+        else:
+            order_type = None
+        names = set(arg_names)
+        if base == "close_all_positions":
+            kind = "close_all"
+        elif base.startswith("close_position"):
+            kind = "close_position"
+        elif base == "create_convert_trade":
+            kind = "convert"
+        elif "orders" in names:
+            kind = "batch"
+        elif base.startswith("edit_") and ("id" in names or "clientOrderId" in names):
+            kind = "edit"
+        elif "cost" in names and "amount" not in names:
+            kind = "cost"
+        elif (
+            ("symbol" in names or "market" in names)
+            and "amount" in names
+            and (side or "side" in names)
+        ):
+            kind = "order"
+        else:
+            kind = "unsupported"
+        return EntryPoint(name, kind, arg_names, defaults, side, order_type)
+
+    # -- reading a call ------------------------------------------------------------
+    def parse_call(
+        self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> list[OrderCall]:
+        """Validate a call and describe each order in it. Raises ccxt errors."""
+        bound = entry.bind(args, kwargs)
+        if entry.kind == "batch":
+            requests = bound.get("orders")
+            if not isinstance(requests, Sequence) or isinstance(requests, (str, bytes)):
+                raise ccxt.BadRequest(f"{entry.name}(): orders must be a list of order requests")
+            _check_params(bound.get("params"), entry.name)
+            calls = []
+            for req in requests:
+                if not isinstance(req, Mapping):
+                    raise ccxt.BadRequest(f"{entry.name}(): each order request must be a dict")
+                single = EntryPoint(
+                    "create_order",
+                    "order",
+                    ("symbol", "type", "side", "amount", "price", "params"),
+                    {"price": None, "params": {}},
+                )
+                calls.append(self._parse_order(single, single.bind((), dict(req))))
+            return calls
+        if entry.kind in ("order", "cost", "edit"):
+            return [self._parse_order(entry, bound)]
+        if entry.kind == "close_position":
+            params = _check_params(bound.get("params"), entry.name)
+            symbol = bound.get("symbol")
+            if not isinstance(symbol, str) or not symbol:
+                raise ccxt.BadSymbol(
+                    f"{entry.name}(): symbol must be a market symbol, got {symbol!r}"
+                )
+            side = bound.get("side")
+            guard_options = params.pop("nija_guard", None) or {}
+            return [
+                OrderCall(
+                    entry,
+                    bound,
+                    symbol,
+                    _normalize_side(side, entry.name) if side else "sell",
+                    "market",
+                    None,
+                    None,
+                    params,
+                    dict(guard_options),
+                )
+            ]
+        if entry.kind in ("close_all", "convert"):
+            return []
+        raise ccxt.NotSupported(f"{entry.name}() is not guarded by nija_guard")
+
+    def _parse_order(self, entry: EntryPoint, bound: dict[str, Any]) -> OrderCall:
+        method = entry.name
+        params = _check_params(bound.get("params"), method)
+        guard_options = params.pop("nija_guard", None) or {}
+        if not isinstance(guard_options, Mapping):
+            raise ccxt.BadRequest(f"{method}(): params['nija_guard'] must be a dict")
+        symbol = bound.get("symbol")
+        if symbol is None and isinstance(bound.get("market"), Mapping):
+            symbol = bound["market"].get("symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise ccxt.BadSymbol(f"{method}(): symbol must be a market symbol, got {symbol!r}")
+        side = _normalize_side(entry.side or bound.get("side"), method)
+        order_type = entry.type or bound.get("type")
+        if not isinstance(order_type, str) or not order_type:
+            raise ccxt.InvalidOrder(f"{method}(): type must be an order type, got {order_type!r}")
+        order_type = order_type.lower()
+        cost = None
+        amount: Decimal | None
+        if entry.kind == "cost":
+            try:
+                cost = check_amount(bound.get("cost"))
+            except ValueError as exc:
+                raise ccxt.InvalidOrder(
+                    f"{method}(): cost {exc.args[0].split(' ', 1)[1]}"
+                ) from None
+            amount = None
+        elif entry.kind == "edit" and bound.get("amount") is None:
+            amount = None
+        else:
+            try:
+                amount = check_amount(bound.get("amount"))
+            except ValueError as exc:
+                raise ccxt.InvalidOrder(f"{method}(): {exc}") from None
+        price = _check_price(bound.get("price"), method)
+        for key in self.TRIGGER_PARAMS:
+            if key in bound:
+                _check_price(bound.get(key), method, key)
+        replaces = None
+        if entry.kind == "edit":
+            replaces = bound.get("id") or None
+            if replaces is None and bound.get("clientOrderId"):
+                replaces = str(bound["clientOrderId"])
+            if replaces is None:
+                raise ccxt.ArgumentsRequired(f"{method}() requires the id of the order to edit")
+            replaces = str(replaces)
+        return OrderCall(
+            entry,
+            bound,
+            symbol,
+            side,
+            order_type,
+            amount,
+            price,
+            params,
+            dict(guard_options),
+            replaces,
+            cost,
+        )
+
+    # -- markets and holdings ------------------------------------------------------
+    def markets_loaded(self, client: Any) -> bool:
+        return bool(getattr(client, "markets", None))
+
+    def market_info(self, client: Any, symbol: str) -> MarketInfo:
+        markets = getattr(client, "markets", None) or {}
+        # Cached per markets object: a reload of markets replaces the dict.
+        cache_key = (id(markets), symbol)
+        cached = self._market_cache.get(cache_key)
+        if cached is not None and cached[0] is markets:
+            return cached[1]
+        info = self._market_info(client, markets, symbol)
+        if len(self._market_cache) > 100_000:
+            self._market_cache.clear()
+        self._market_cache[cache_key] = (markets, info)
+        return info
+
+    def _market_info(self, client: Any, markets: Mapping[str, Any], symbol: str) -> MarketInfo:
+        market = markets.get(symbol)
+        if market is None:
+            raise ccxt.BadSymbol(f"{getattr(client, 'id', 'exchange')} has no market {symbol!r}")
+        precision = market.get("precision") or {}
+        limits = market.get("limits") or {}
+        raw_step = precision.get("amount")
+        step = to_decimal(raw_step)
+        mode = getattr(client, "precisionMode", None)
+        if step is not None and mode == getattr(ccxt, "DECIMAL_PLACES", 2):
+            step = Decimal(1).scaleb(-int(step))
+        elif mode == getattr(ccxt, "SIGNIFICANT_DIGITS", 3):
+            step = None  # no fixed step: ccxt's amount_to_precision is the reference
+        fee_side = market.get("feeSide")
+        sell_fee = ZERO
+        if fee_side in ("give", "base"):
+            sell_fee = to_decimal(market.get("taker")) or ZERO
+        return MarketInfo(
+            symbol=symbol,
+            base=str(market.get("base")),
+            quote=str(market.get("quote")),
+            amount_step=step if step and step > 0 else None,
+            min_amount=to_decimal((limits.get("amount") or {}).get("min")),
+            min_cost=to_decimal((limits.get("cost") or {}).get("min")),
+            sell_fee_rate_in_base=sell_fee,
+            contract=bool(market.get("contract")),
+        )
+
+    def is_exit(self, call: OrderCall, market: MarketInfo) -> bool:
+        # Spot: an exit gives up the base asset. Derivatives come with issue #7.
+        return call.side == "sell" or call.entry.kind == "close_position"
+
+    def holdings(
+        self, balance: Mapping[str, Any], asset: str
+    ) -> tuple[Decimal, Decimal, int | None]:
+        """(free, total, timestamp) of ``asset`` in a ccxt balance structure."""
+        entry = balance.get(asset)
+        if isinstance(entry, Mapping):
+            free, total = entry.get("free"), entry.get("total")
+        else:
+            free = (balance.get("free") or {}).get(asset)
+            total = (balance.get("total") or {}).get(asset)
+        free_d = to_decimal(free) or ZERO
+        total_d = to_decimal(total)
+        if total_d is None:
+            used = to_decimal((balance.get("used") or {}).get(asset)) or ZERO
+            total_d = free_d + used
+        stamp = balance.get("timestamp")
+        return free_d, total_d, int(stamp) if isinstance(stamp, (int, float)) and stamp else None
+
+    # -- client order ids ------------------------------------------------------------
+    def new_client_order_id(self, client: Any) -> str:
+        """A fresh id in a format the venue accepts.
+
+        OKX: 1-32 alphanumerics; Binance: at most 36 of ``[.A-Z:/a-z0-9_-]``;
+        Kraken: a UUID. ``njg`` + 24 hex digits satisfies all but Kraken.
+        """
+        if getattr(client, "id", None) in ("kraken", "krakenfutures"):
+            return UUID_MARKER + str(uuid.uuid4())[8:]
+        return CLIENT_ID_PREFIX + secrets.token_hex(12)
+
+    def owns_client_order_id(self, client_order_id: str | None) -> bool:
+        if not client_order_id:
+            return False
+        return client_order_id.startswith((CLIENT_ID_PREFIX, UUID_MARKER))
+
+    def submission_params(
+        self, call: OrderCall, client_order_id: str, client: Any
+    ) -> dict[str, Any]:
+        params = dict(call.params)
+        params["clientOrderId"] = client_order_id
+        return params
+
+    def bot_client_order_id(self, call: OrderCall) -> str | None:
+        for key in ("clientOrderId", "newClientOrderId", "clOrdId", "orderLinkId", "cl_ord_id"):
+            value = call.params.get(key)
+            if value:
+                return str(value)
+        return None
+
+    def lookup_by_client_id(self, symbol: str, client_order_id: str) -> tuple[str, tuple[Any, ...]]:
+        """The call that fetches an order by client id (``fetch_order`` + params)."""
+        return "fetch_order", (None, symbol, {"clientOrderId": client_order_id})
+
+    # -- orders ----------------------------------------------------------------------
+    def order_view(self, order: Any) -> OrderView:
+        if not isinstance(order, Mapping):
+            raise ccxt.BadResponse(f"expected an order structure, got {type(order).__name__}")
+        status = order.get("status")
+        fee_base = ZERO
+        symbol = order.get("symbol")
+        base = symbol.split("/")[0] if isinstance(symbol, str) and "/" in symbol else None
+        fees = order.get("fees") or ([order["fee"]] if order.get("fee") else [])
+        for fee in fees:
+            if isinstance(fee, Mapping) and base and fee.get("currency") == base:
+                fee_base += to_decimal(fee.get("cost")) or ZERO
+        ts = order.get("timestamp")
+        return OrderView(
+            id=str(order["id"]) if order.get("id") not in (None, "") else None,
+            client_order_id=order.get("clientOrderId"),
+            symbol=symbol,
+            side=order.get("side"),
+            status=str(status).lower() if status else None,
+            amount=to_decimal(order.get("amount")),
+            filled=to_decimal(order.get("filled")),
+            remaining=to_decimal(order.get("remaining")),
+            average=to_decimal(order.get("average")) or to_decimal(order.get("price")),
+            timestamp=int(ts) if isinstance(ts, (int, float)) and ts else None,
+            base_fee=fee_base,
+            raw=order,
+        )
+
+    # -- errors --------------------------------------------------------------------
+    def outcome_is_unknown(self, error: BaseException) -> bool:
+        """True when a failed submit may still have created the order.
+
+        Definite refusals (every ExchangeError subclass, rate limits, nonce and
+        argument errors) leave nothing on the exchange. Timeouts, 5xx, dropped
+        connections, unparseable replies, a bare ExchangeError (async transports
+        raise it for socket faults), a duplicate client id (the order exists)
+        and anything that is not a ccxt error at all are treated as unknown.
+        """
+        if isinstance(error, ccxt.DuplicateOrderId):
+            return True
+        if isinstance(error, (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.InvalidNonce)):
+            return False
+        if isinstance(error, (ccxt.NetworkError, ccxt.BadResponse)):
+            return True
+        if type(error) is ccxt.ExchangeError:
+            return True
+        # Any other ccxt error is a refusal. A KeyError while parsing a reply, a
+        # cancelled task, a KeyboardInterrupt: the request may have gone out.
+        return not isinstance(error, ccxt.BaseError)

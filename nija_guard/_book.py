@@ -1,0 +1,514 @@
+"""An account's shared state: close locks, in-flight exits, the ledger.
+
+Every method is a short critical section under one mutex and never waits or
+performs I/O: waiting and broker calls belong to the drivers. That is what
+lets different symbols run in parallel, and threads of several event loops
+share one book.
+
+Tables shrink back: a symbol's entry exists only while an exit holds it or a
+waiter waits on it; settled sells are kept for a bounded time and count, for
+correcting stale balance snapshots; caches (dust, prices, resolved retries)
+are bounded LRU maps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from ._backend import Lease
+from ._model import ZERO, Exit, MarketInfo, OrderView, Phase
+
+__all__ = ["Book", "ExitRecord"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+ACCOUNT_WIDE = "*"  # the key close_all_positions locks: conflicts with every symbol
+
+
+class LRU(Generic[K, V]):
+    """A dict that forgets its oldest entries beyond ``size`` and after ``ttl`` seconds."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self.size, self.ttl = size, ttl
+
+    def get(self, key: K, now: float) -> V | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if now - item[0] > self.ttl:
+            del self._data[key]
+            return None
+        return item[1]
+
+    def put(self, key: K, value: V, now: float) -> None:
+        self._data[key] = (now, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(eq=False)
+class ExitRecord:
+    """The guard's mutable record of one exit (or one tracked buy in ledger mode)."""
+
+    exit: Exit
+    market: MarketInfo
+    key: str
+    kind: str = "exit"  # "exit" | "buy"
+    phase: Phase = Phase.ADMITTED
+    ticket: int = 0
+    amount: Decimal | None = None  # submitted
+    filled: Decimal = ZERO  # observed so far
+    base_fee: Decimal = ZERO
+    credited: Decimal = ZERO  # ledger credit already booked (buys)
+    exchange_ts: int | None = None  # when the exchange accepted the order
+    local_ack_ms: int | None = None
+    submitted_ms: int | None = None  # local wall clock when the submit began
+    submitted_mono: float | None = None
+    pre_total: Decimal | None = None  # holdings total before submit: evidence for reconciling
+    settled: bool = False
+    lease: Lease | None = None
+    owner: Any = None  # the Guard that tracks this record
+    intent: tuple[Any, ...] = ()
+    next_poll: float = 0.0
+    poll_interval: float = 0.0
+    polls: int = 0
+    reconciler: ExitRecord | None = None
+    replacer: ExitRecord | None = None
+    ledger_reserved: Decimal = ZERO
+    span: Any = None
+    last_order: OrderView | None = None
+    settled_mono: float | None = None
+    error: BaseException | None = None
+    replaces: str | None = None  # the order id (or client id) an edit amends
+    sellable: Decimal | None = None  # holdings the clamp saw: what a full close is judged by
+    replaced: ExitRecord | None = None  # the exit an edit took the lock from
+    call: Any = None  # the parsed OrderCall
+    unknown_notified: bool = False
+    caller_saw_unknown: bool = False  # the call ended without the bot learning the outcome
+    sized_from_cost: bool = False
+
+    @property
+    def order_id(self) -> str | None:
+        return self.exit.order_id
+
+    @property
+    def client_order_id(self) -> str | None:
+        return self.exit.client_order_id
+
+    def not_reflected_in(self, snapshot_ms: int | None, snapshot_local_ms: int) -> Decimal:
+        """How much this sell is missing from a balance snapshot taken at ``snapshot_ms``.
+
+        An exchange moves an order's amount from free to used when it accepts
+        it; fills then take it out of used. A snapshot older than the order's
+        acceptance still shows the amount as free, so it must be subtracted:
+        the whole amount while the order may still fill, what it filled once
+        it is final.
+        """
+        if self.kind != "exit" or self.amount is None:
+            return ZERO
+        if self.exchange_ts is not None and snapshot_ms is not None:
+            reflected = self.exchange_ts <= snapshot_ms
+        elif self.local_ack_ms is not None:
+            reflected = self.local_ack_ms <= snapshot_local_ms
+        else:
+            reflected = False  # not accepted yet: it may take its amount any moment
+        if reflected:
+            return ZERO
+        return self.filled if self.settled else self.amount
+
+
+@dataclass(frozen=True)
+class SettledSell:
+    """What a final sell leaves behind: its fill and when the exchange accepted it."""
+
+    exchange_ts: int | None
+    local_ack_ms: int | None
+    submitted_ms: int | None
+    filled: Decimal
+    settled_mono: float
+
+    def reflected_in(self, snapshot_ms: int | None, snapshot_local_ms: int) -> bool:
+        if self.exchange_ts is not None and snapshot_ms is not None:
+            return self.exchange_ts <= snapshot_ms
+        if self.local_ack_ms is not None:
+            return self.local_ack_ms <= snapshot_local_ms
+        return False
+
+
+@dataclass
+class AssetSells:
+    inflight: list[ExitRecord] = field(default_factory=list)
+    settled: deque[SettledSell] = field(
+        default_factory=lambda: deque(maxlen=Book.SETTLED_KEEP_PER_ASSET)
+    )
+
+
+@dataclass
+class SymbolState:
+    holder: ExitRecord | None = None
+    generation: int = 0
+    waiters: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class Admission:
+    """What :meth:`Book.admit` decided: ``admitted``, ``reconcile`` or ``conflict``."""
+
+    verdict: str
+    holder: ExitRecord | None = None
+    generation: int = 0
+    handed_over: ExitRecord | None = None
+
+
+@dataclass
+class BalanceFlight:
+    """One fetch_balance shared by every exit admitted before it started.
+
+    ``ticket`` and ``started_ms`` are set when the request starts; ``after`` is
+    the flight that must finish first (it started too early for our joiners).
+    """
+
+    ticket: int = 0
+    started_ms: int = 0
+    after: BalanceFlight | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class Book:
+    """Shared state of one account, across every guard (and thread) using it."""
+
+    # How long, and how many, settled sells are kept to correct lagging balance
+    # snapshots. Broker balance lag is milliseconds to seconds; this is far beyond.
+    SETTLED_KEEP_SECONDS = 120.0
+    SETTLED_KEEP_PER_ASSET = 64
+
+    def __init__(self, account: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.account = account
+        self.mutex = threading.Lock()
+        self.clock = clock
+        self.symbols: dict[str, SymbolState] = {}
+        self.sells: dict[str, AssetSells] = {}  # asset -> in flight and recently settled
+        self.ledger: dict[str, Decimal] = {}
+        self.ownership: str | None = None
+        self.tracked: dict[str, ExitRecord] = {}  # exit_id -> records awaiting a final status
+        self.by_order_id: dict[str, ExitRecord] = {}
+        self.by_client_id: dict[str, ExitRecord] = {}
+        self.resolved: LRU[tuple[Any, ...], ExitRecord] = LRU(1024, 300.0)
+        self.not_placed: LRU[tuple[Any, ...], str | None] = LRU(1024, 300.0)
+        self.dust: LRU[str, Decimal] = LRU(4096, 3600.0)
+        self.prices: LRU[str, Decimal] = LRU(4096, 600.0)
+        self.adopted: set[str] = set()
+        self.balance_flight: BalanceFlight | None = None  # on the wire
+        self.balance_next: BalanceFlight | None = None  # gathering joiners, not started
+        self.balance_latest: BalanceFlight | None = None
+        self._tickets = itertools.count(1)
+        self.counters: dict[str, int] = {}
+
+    # -- tickets order admissions and balance fetches ------------------------------
+    def next_ticket(self) -> int:
+        with self.mutex:
+            return next(self._tickets)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self.mutex:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    # -- the close lock ------------------------------------------------------------------
+    def admit(self, rec: ExitRecord) -> Admission:
+        """Try to take the close lock of ``rec.key`` for ``rec``; never waits."""
+        with self.mutex:
+            if rec.key != ACCOUNT_WIDE:
+                wide = self.symbols.get(ACCOUNT_WIDE)
+                if wide is not None and wide.holder is not None:
+                    return Admission("conflict", wide.holder, wide.generation)
+            else:
+                for key, other in self.symbols.items():
+                    if key != ACCOUNT_WIDE and other.holder is not None:
+                        return Admission("conflict", other.holder, other.generation)
+            state = self.symbols.get(rec.key)
+            if state is None:
+                state = self.symbols[rec.key] = SymbolState()
+            holder = state.holder
+            if holder is None:
+                state.holder = rec
+                rec.ticket = next(self._tickets)
+                rec.phase = Phase.ADMITTED
+                return Admission("admitted")
+            if rec.replaces is not None and rec.replaces in (
+                holder.order_id,
+                holder.client_order_id,
+            ):
+                # An edit of the order that holds the lock: the lock passes to the edit.
+                state.holder = rec
+                rec.ticket = next(self._tickets)
+                rec.phase = Phase.ADMITTED
+                holder.replacer = rec
+                return Admission("admitted", handed_over=holder)
+            if holder.phase == Phase.UNKNOWN and holder.reconciler is None:
+                holder.reconciler = rec
+                return Admission("reconcile", holder, state.generation)
+            return Admission("conflict", holder, state.generation)
+
+    def take_over(self, rec: ExitRecord, previous: ExitRecord) -> bool:
+        """Hand the lock ``previous`` holds to ``rec`` (replace, reconcile). Atomic."""
+        with self.mutex:
+            state = self.symbols.get(rec.key)
+            if state is None or state.holder is not previous:
+                return False
+            state.holder = rec
+            rec.ticket = next(self._tickets)
+            rec.phase = Phase.ADMITTED
+            return True
+
+    def release(self, rec: ExitRecord) -> list[Callable[[], None]]:
+        """Give up ``rec``'s lock if it holds it; returns the waiters to wake outside the mutex."""
+        with self.mutex:
+            state = self.symbols.get(rec.key)
+            if state is None or state.holder is not rec:
+                return []
+            state.holder = None
+            state.generation += 1
+            waiters, state.waiters = state.waiters, []
+            del self.symbols[rec.key]
+            return waiters
+
+    def holds(self, rec: ExitRecord) -> bool:
+        with self.mutex:
+            state = self.symbols.get(rec.key)
+            return state is not None and state.holder is rec
+
+    def add_waiter(self, key: str, generation: int, wake: Callable[[], None]) -> bool:
+        """Call ``wake`` at the next release of ``key``; False if it already happened."""
+        with self.mutex:
+            state = self.symbols.get(key)
+            if state is None or state.generation != generation or state.holder is None:
+                return False
+            state.waiters.append(wake)
+            return True
+
+    def remove_waiter(self, key: str, wake: Callable[[], None]) -> None:
+        with self.mutex:
+            state = self.symbols.get(key)
+            if state is not None and wake in state.waiters:
+                state.waiters.remove(wake)
+
+    def holder_of(self, key: str) -> ExitRecord | None:
+        with self.mutex:
+            state = self.symbols.get(key)
+            return state.holder if state else None
+
+    def locked_keys(self) -> list[str]:
+        with self.mutex:
+            return [k for k, s in self.symbols.items() if s.holder is not None]
+
+    # -- balance single flight -------------------------------------------------------
+    def balance_plan(self, ticket: int) -> tuple[str, BalanceFlight]:
+        """How an exit admitted at ``ticket`` gets holdings fetched after its admission.
+
+        ``("use", f)``: a finished fetch started after admission; ``("join", f)``:
+        wait for ``f``; ``("lead", f)``: wait for ``f.after`` if set, then call
+        :meth:`balance_start` and fetch for everyone who joined ``f``.
+        At most two fetches serve any burst: the one on the wire, and the next.
+        """
+        with self.mutex:
+            latest = self.balance_latest
+            if latest is not None and latest.ticket > ticket and latest.error is None:
+                return "use", latest
+            current = self.balance_flight
+            if current is not None and current.ticket > ticket:
+                return "join", current
+            if self.balance_next is not None:
+                return "join", self.balance_next
+            flight = BalanceFlight(after=current)
+            self.balance_next = flight
+            return "lead", flight
+
+    def balance_start(self, flight: BalanceFlight, started_ms: int) -> None:
+        with self.mutex:
+            if self.balance_next is flight:
+                self.balance_next = None
+            flight.ticket = next(self._tickets)  # after every joiner's admission
+            flight.started_ms = started_ms
+            flight.after = None
+            self.balance_flight = flight
+
+    def balance_done(self, flight: BalanceFlight) -> None:
+        with self.mutex:
+            if self.balance_flight is flight:
+                self.balance_flight = None
+            if flight.error is None and (
+                self.balance_latest is None or flight.ticket > self.balance_latest.ticket
+            ):
+                self.balance_latest = flight
+        flight.done.set()
+
+    # -- in-flight sells and stale balances ----------------------------------------
+    def add_sell(self, rec: ExitRecord) -> None:
+        with self.mutex:
+            self._sells(rec.market.base).inflight.append(rec)
+
+    def drop_sell(self, rec: ExitRecord) -> None:
+        """Forget a sell that never reached the exchange's book."""
+        with self.mutex:
+            sells = self.sells.get(rec.market.base)
+            if sells is not None and rec in sells.inflight:
+                sells.inflight.remove(rec)
+                self._maybe_forget(rec.market.base, sells)
+
+    def settle_sell(self, rec: ExitRecord) -> None:
+        """A sell is final: keep what it filled, for snapshots that do not show it yet."""
+        with self.mutex:
+            sells = self.sells.get(rec.market.base)
+            if sells is None:
+                return
+            if rec in sells.inflight:
+                sells.inflight.remove(rec)
+            if rec.filled > 0:
+                sells.settled.append(
+                    SettledSell(
+                        rec.exchange_ts,
+                        rec.local_ack_ms,
+                        rec.submitted_ms,
+                        rec.filled,
+                        self.clock(),
+                    )
+                )
+            self._maybe_forget(rec.market.base, sells)
+
+    def _sells(self, asset: str) -> AssetSells:
+        sells = self.sells.get(asset)
+        if sells is None:
+            sells = self.sells[asset] = AssetSells()
+        return sells
+
+    def _maybe_forget(self, asset: str, sells: AssetSells) -> None:
+        horizon = self.clock() - self.SETTLED_KEEP_SECONDS
+        while sells.settled and sells.settled[0].settled_mono < horizon:
+            sells.settled.popleft()
+        if not sells.inflight and not sells.settled:
+            del self.sells[asset]
+
+    def unreflected_sells(
+        self, asset: str, snapshot_ms: int | None, snapshot_local_ms: int, exclude: ExitRecord
+    ) -> Decimal:
+        """What other exits sold or reserve that a snapshot does not show yet."""
+        with self.mutex:
+            sells = self.sells.get(asset)
+            if sells is None:
+                return ZERO
+            self._maybe_forget(asset, sells)
+            total = ZERO
+            for rec in sells.inflight:
+                if rec is not exclude:
+                    total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms)
+            for done in sells.settled:
+                if not done.reflected_in(snapshot_ms, snapshot_local_ms):
+                    total += done.filled
+            return total
+
+    def sold_since(self, asset: str, submitted_ms: int, exclude: ExitRecord) -> Decimal:
+        """What other exits of ``asset`` submitted since ``submitted_ms`` filled."""
+        with self.mutex:
+            sells = self.sells.get(asset)
+            if sells is None:
+                return ZERO
+            total = sum(
+                (
+                    r.filled
+                    for r in sells.inflight
+                    if r is not exclude and (r.submitted_ms or 0) >= submitted_ms
+                ),
+                ZERO,
+            )
+            return total + sum(
+                (s.filled for s in sells.settled if (s.submitted_ms or 0) >= submitted_ms), ZERO
+            )
+
+    # -- ledger ----------------------------------------------------------------------
+    def ledger_available(self, asset: str) -> Decimal:
+        with self.mutex:
+            return self.ledger.get(asset, ZERO)
+
+    def ledger_add(self, asset: str, delta: Decimal) -> Decimal:
+        with self.mutex:
+            value = self.ledger.get(asset, ZERO) + delta
+            if value > 0:
+                self.ledger[asset] = value
+            else:
+                self.ledger.pop(asset, None)
+                value = ZERO if value >= 0 else value
+            return value
+
+    # -- tracked orders ----------------------------------------------------------------
+    def track(self, rec: ExitRecord) -> None:
+        with self.mutex:
+            self.tracked[rec.exit.exit_id] = rec
+            if rec.order_id:
+                self.by_order_id[rec.order_id] = rec
+            if rec.client_order_id:
+                self.by_client_id[rec.client_order_id] = rec
+
+    def untrack(self, rec: ExitRecord) -> None:
+        with self.mutex:
+            self.tracked.pop(rec.exit.exit_id, None)
+            if rec.order_id and self.by_order_id.get(rec.order_id) is rec:
+                del self.by_order_id[rec.order_id]
+            if rec.client_order_id and self.by_client_id.get(rec.client_order_id) is rec:
+                del self.by_client_id[rec.client_order_id]
+
+    def find(self, order_id: str | None, client_order_id: str | None) -> ExitRecord | None:
+        with self.mutex:
+            rec = self.by_order_id.get(order_id) if order_id else None
+            if rec is None and client_order_id:
+                rec = self.by_client_id.get(client_order_id)
+            return rec
+
+    def claim_settlement(self, rec: ExitRecord) -> bool:
+        """True exactly once per record: whoever sees the final status first settles it."""
+        with self.mutex:
+            if rec.settled:
+                return False
+            rec.settled = True
+            rec.settled_mono = self.clock()
+            rec.phase = Phase.SETTLED
+            return True
+
+    def tracked_records(self) -> list[ExitRecord]:
+        with self.mutex:
+            return list(self.tracked.values())
+
+    def iter_records(self) -> Iterator[ExitRecord]:
+        return iter(self.tracked_records())
+
+    # -- introspection --------------------------------------------------------------
+    def table_sizes(self) -> dict[str, int]:
+        with self.mutex:
+            return {
+                "symbols": len(self.symbols),
+                "sells": sum(len(v.inflight) + len(v.settled) for v in self.sells.values()),
+                "tracked": len(self.tracked),
+                "by_order_id": len(self.by_order_id),
+                "by_client_id": len(self.by_client_id),
+                "resolved": len(self.resolved),
+                "dust": len(self.dust),
+                "prices": len(self.prices),
+                "ledger": len(self.ledger),
+            }

@@ -1,0 +1,1464 @@
+"""The exit engine: one state machine for every exit, sans I/O.
+
+Every procedure here is a generator. It *yields* what it needs done (a
+broker call, a balance from the account's single flight, a wait for a lock,
+a hook call, a sleep) and receives the result, or the exception, back. The
+sync driver (``_sync.py``) performs effects on the calling thread; an async
+driver performs them with ``await``. The engine itself has no threads, no
+awaits and no sockets, so tests can drive it step by step.
+
+:meth:`Engine.exit` reads top to bottom as the guarantees:
+
+1. close lock: at most one exit per (account, symbol);
+2. exit lock until the order is final on the exchange;
+3. immediate flush of the symbol's state on a full close;
+4. balance refresh before every submit;
+5. clamp to actual holdings, rounded down, dust refused;
+6. a guard-made client order id; an unknown outcome locks until reconciled;
+7. in ledger mode, never sell more than the bot owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import ccxt
+
+from ._adapter import CcxtAdapter, EntryPoint, OrderCall
+from ._backend import JournalEntry, Lease
+from ._book import ACCOUNT_WIDE, Book, ExitRecord
+from ._errors import (
+    DustPosition,
+    ExitInProgress,
+    ExitVetoed,
+    GuardError,
+    NothingToSell,
+    OutcomeUnknown,
+)
+from ._hooks import Hooks
+from ._model import ZERO, Exit, MarketInfo, OrderView, Outcome, Phase, outcome_of, redact, to_float
+from ._options import ON_CONFLICT, Options
+from ._telemetry import Telemetry
+
+__all__ = ["Engine", "Flow"]
+
+log = logging.getLogger("nija_guard")
+T = TypeVar("T")
+
+
+# -- effects: what the engine asks its driver to do -------------------------------------
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call ``method`` on the raw client; the reply (or its exception) comes back."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    purpose: str = "call"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchBalance:
+    """Holdings from a fetch_balance that started after ``ticket`` (shared by a single flight).
+
+    Returns ``(balance, started_ms)``: the ccxt balance and the local wall clock
+    (ms) when its request started.
+    """
+
+    ticket: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRelease:
+    """Block until the lock of ``key`` is released after ``generation``, or ``timeout`` passes."""
+
+    key: str
+    generation: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Call an observer hook (isolated: its errors are logged, never raised)."""
+
+    hook: str
+    kwargs: Mapping[str, Any]
+    span: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Call a firstresult policy hook; the result comes back."""
+
+    hook: str
+    kwargs: Mapping[str, Any]
+    span: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Take the backend lease of ``key``; returns a Lease, or None if another process holds it."""
+
+    key: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    entry: JournalEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """Hand a record whose order is not final to the background tracker."""
+
+    record: ExitRecord
+
+
+Effect = (
+    Call | FetchBalance | WaitRelease | Sleep | Notify | Ask | Acquire | Release | Journal | Track
+)
+Flow = Generator[Effect, Any, T]
+
+_REFUSED = "_refused"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """``BaseException.add_note`` on Python 3.11+, the same attribute before."""
+    notes = getattr(error, "__notes__", None)
+    if notes is None:
+        notes = []
+        error.__notes__ = notes  # type: ignore[attr-defined]
+    notes.append(note)
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    # CancelledError, KeyboardInterrupt, GeneratorExit: no further I/O may be done.
+    return not isinstance(error, Exception)
+
+
+class Engine:
+    """The exit logic of one guard (one client) over its account's shared book."""
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        adapter: CcxtAdapter,
+        book: Book,
+        options: Options,
+        hooks: Hooks,
+        telemetry: Telemetry,
+        account: str,
+    ) -> None:
+        self.client = client
+        self.adapter = adapter
+        self.book = book
+        self.options = options
+        self.hooks = hooks
+        self.telemetry = telemetry
+        self.account = account
+        self.clock = time.monotonic
+
+    # =====================================================================================
+    # Entry: a bot called an order-entry method
+    # =====================================================================================
+    def call(self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Flow[Any]:
+        if entry.kind == "close_all":
+            return (yield from self._close_all(entry, args, kwargs))
+        if entry.kind in ("unsupported", "convert"):
+            raise GuardError(
+                f"{entry.name}() can sell but nija_guard cannot read it; call it on the raw "
+                "client (nija_guard.unguarded(exchange)) if you accept the risk"
+            )
+        try:
+            # Bad input is refused before any broker call, markets included.
+            calls = self.adapter.parse_call(entry, args, kwargs)
+        except ccxt.BaseError as error:
+            self._refused(entry, args, kwargs, error)
+            raise
+        if not self.adapter.markets_loaded(self.client):
+            yield Call("load_markets", purpose="markets")
+        try:
+            markets = [self.adapter.market_info(self.client, c.symbol) for c in calls]
+        except ccxt.BaseError as error:
+            self._refused(entry, args, kwargs, error)
+            raise
+        if entry.kind == "batch":
+            return (yield from self._batch(entry, args, kwargs, calls, markets))
+        call, market = calls[0], markets[0]
+        if not self.adapter.is_exit(call, market):
+            return (yield from self._passthrough(entry, args, kwargs, call, market))
+        return (yield from self.exit(call, market))
+
+    # =====================================================================================
+    # The exit, top to bottom
+    # =====================================================================================
+    def exit(self, call: OrderCall, market: MarketInfo) -> Flow[Any]:
+        rec = self._new_record(call, market)
+        error: BaseException | None = None
+        try:
+            retried = yield from self._prepare(rec, call)
+            if retried is not None:
+                return retried.raw
+            method, kwargs = self._submission(rec, call)
+            order = yield from self._submit(rec, method, kwargs)
+            return order.raw
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish_call(rec, error)
+
+    def _prepare(self, rec: ExitRecord, call: OrderCall) -> Flow[OrderView | None]:
+        """Everything before the submit. Returns an order when this is a retry of one."""
+        yield from self._notify(rec, "nija_guard_exit_requested", exit=rec.exit)
+
+        # 1. Close lock: at most one exit per (account, symbol) is admitted.
+        retried = yield from self._admit(rec, call)
+        if retried is not None:
+            return retried
+        try:
+            veto = yield from self._ask(rec, "nija_guard_exit_veto", exit=rec.exit)
+            if veto:
+                rec.exit = rec.exit.evolve(outcome=Outcome.VETOED, reason=str(veto))
+                raise ExitVetoed(f"exit vetoed: {veto}", exit=rec.exit)
+
+            # 4. Balance refresh: holdings fetched after this exit was admitted.
+            sellable = yield from self._refresh_holdings(rec)
+
+            # 5 and 7. Clamp to holdings (and to the ledger), rounded down; dust refused.
+            amount = yield from self._clamp(rec, call, sellable)
+
+            # 6. A client order id of the guard's, journaled before anything is sent.
+            cid = (
+                self.adapter.bot_client_order_id(call)
+                or self.book.not_placed.get(rec.intent, self.clock())
+                or self.adapter.new_client_order_id(self.client)
+            )
+            rec.amount = amount
+            rec.exit = rec.exit.evolve(client_order_id=cid, amount=to_float(amount))
+            self._reserve(rec)
+            yield from self._journal(rec, "intent")
+            return None
+        except BaseException:
+            yield from self._abandon(rec)
+            raise
+
+    def _submit(self, rec: ExitRecord, method: str, kwargs: Mapping[str, Any]) -> Flow[OrderView]:
+        rec.phase = Phase.SUBMITTING
+        rec.submitted_ms, rec.submitted_mono = _now_ms(), self.clock()
+        span = self.telemetry.child(rec.span, "nija_guard.submit")
+        try:
+            reply = yield Call(method, (), kwargs, purpose="submit")
+        except BaseException as error:
+            span.end()
+            return (yield from self._submit_failed(rec, error))
+        span.end()
+        return (yield from self._submitted(rec, reply))
+
+    def _submitted(self, rec: ExitRecord, reply: Any) -> Flow[OrderView]:
+        """The exchange acknowledged the order. 2. It keeps the lock until final."""
+        try:
+            view = self.adapter.order_view(reply)
+        except Exception as error:
+            # A reply we cannot read: the order may well exist.
+            return (yield from self._submit_failed(rec, error))
+        self._acknowledged(rec, view)
+        yield from self._journal(rec, "submitted")
+        yield from self._notify(
+            rec, "nija_guard_order_submitted", exit=rec.exit, order=dict(view.raw)
+        )
+        if view.status is None or view.filled is None:
+            # Some venues (kraken) answer without status or fill: ask once.
+            view = yield from self._confirm(rec, view)
+        yield from self._apply(rec, view)
+        return view
+
+    def _submit_failed(self, rec: ExitRecord, error: BaseException) -> Flow[OrderView]:
+        """6. Unknown outcome is not failure: reconcile before anything else happens."""
+        if not self.adapter.outcome_is_unknown(error):
+            # A definite refusal: nothing exists on the exchange.
+            if self.book.claim_settlement(rec):
+                yield from self._settle(rec, None, Outcome.REJECTED)
+            raise error
+        rec.phase = Phase.UNKNOWN
+        rec.error = error
+        self.book.track(rec)
+        if _is_cancellation(error):
+            # No more I/O on a cancelled call: the tracker reconciles and notifies.
+            rec.caller_saw_unknown = True
+            self._schedule(rec, progressed=True)
+            raise error
+        rec.unknown_notified = True
+        rec.exit = rec.exit.evolve(outcome=Outcome.UNKNOWN)
+        log.warning(
+            "exit outcome unknown; %s stays locked until reconciled",
+            rec.key,
+            extra=self._log_fields(rec, "outcome_unknown", error=type(error).__name__),
+        )
+        yield from self._journal(rec, "unknown")
+        yield from self._notify(rec, "nija_guard_outcome_unknown", exit=rec.exit, error=error)
+        rec.reconciler = rec
+        try:
+            state, view = yield from self._reconcile(
+                rec, self.clock() + self.options.reconcile_timeout
+            )
+        finally:
+            rec.reconciler = None
+        if state == "found" and view is not None:
+            return view
+        if state == "absent":
+            _add_note(
+                error,
+                f"nija_guard: the exchange has no order {rec.client_order_id}; it is safe to retry",
+            )
+            raise error
+        self._schedule(rec, progressed=False)
+        rec.caller_saw_unknown = True  # the bot may retry: answer that retry with this order
+        yield Track(rec)
+        raise OutcomeUnknown(
+            f"the outcome of exit {rec.exit.exit_id} ({rec.key}) is unknown; "
+            "the symbol stays locked until the guard reconciles it with the exchange",
+            exit=rec.exit,
+        ) from error
+
+    # =====================================================================================
+    # 1. The close lock
+    # =====================================================================================
+    def _admit(self, rec: ExitRecord, call: OrderCall) -> Flow[OrderView | None]:
+        policy = call.guard_options.get("on_conflict", self.options.on_conflict)
+        if policy not in ON_CONFLICT:
+            raise ccxt.BadRequest(
+                f"params['nija_guard']['on_conflict'] must be one of {ON_CONFLICT}"
+            )
+        timeout = call.guard_options.get("wait_timeout", self.options.wait_timeout)
+        deadline = self.clock() + float(timeout)
+        span = self.telemetry.child(rec.span, "nija_guard.lock_wait")
+        try:
+            while True:
+                retried = self._retry_of(rec)
+                if retried is not None:
+                    return retried
+                admission = self.book.admit(rec)
+                if admission.verdict == "admitted":
+                    rec.replaced = admission.handed_over
+                    if rec.replaced is not None:
+                        # An edit continues the exit it amends, lease included.
+                        lease, rec.replaced.lease = rec.replaced.lease, None
+                    else:
+                        lease = yield Acquire(self._lease_key(rec), rec.exit.exit_id)
+                    if lease is None:
+                        for wake in self.book.release(rec):
+                            wake()
+                        yield from self._blocked(rec, None, "in_progress")
+                        raise ExitInProgress(f"another process is exiting {rec.key}", exit=rec.exit)
+                    rec.lease = lease
+                    adopted = yield from self._adopt(rec)
+                    if adopted is None:
+                        return None
+                    continue  # a resting exit of ours from before a restart holds it now
+                holder = admission.holder
+                if holder is None:
+                    continue  # released meanwhile: try again
+                if admission.verdict == "reconcile":
+                    yield from self._reconcile_prior(holder, rec)
+                    continue
+                if holder.phase == Phase.UNKNOWN and policy != "wait":
+                    yield from self._blocked(rec, holder, "unknown_outcome")
+                    raise OutcomeUnknown(
+                        f"{rec.key} is locked: the outcome of exit "
+                        f"{holder.exit.exit_id} is unknown",
+                        exit=rec.exit,
+                    )
+                if policy == "reject":
+                    yield from self._blocked(rec, holder, "in_progress")
+                    raise ExitInProgress(
+                        f"an exit of {rec.key} is in progress (exit {holder.exit.exit_id}, "
+                        f"{holder.phase.value})",
+                        exit=rec.exit,
+                    )
+                if policy == "replace" and holder.phase == Phase.ACTIVE and holder.key == rec.key:
+                    took = yield from self._replace(holder, rec)
+                    if took:
+                        return None
+                    continue
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    yield from self._blocked(rec, holder, "wait_timeout")
+                    raise ExitInProgress(
+                        f"timed out waiting for the exit of {rec.key} in progress", exit=rec.exit
+                    )
+                yield WaitRelease(holder.key, admission.generation, remaining)
+        finally:
+            span.end()
+
+    def _retry_of(self, rec: ExitRecord) -> OrderView | None:
+        """A repeat of an exit whose outcome was unknown and turned out executed."""
+        prior = self.book.resolved.get(rec.intent, self.clock())
+        if prior is None or prior.last_order is None:
+            return None
+        self.book.resolved.pop(rec.intent)
+        rec.exit = rec.exit.evolve(
+            outcome=prior.exit.outcome or Outcome.RESTING,
+            order_id=prior.order_id,
+            client_order_id=prior.client_order_id,
+            amount=prior.exit.amount,
+            reason="retry of an exit that was executed",
+        )
+        log.info(
+            "retry of exit %s answered with its order",
+            prior.exit.exit_id,
+            extra=self._log_fields(rec, "retry_answered"),
+        )
+        return prior.last_order
+
+    def _replace(self, holder: ExitRecord, rec: ExitRecord) -> Flow[bool]:
+        """on_conflict="replace": cancel the active exit, confirm, take its lock over."""
+        with self.book.mutex:
+            if holder.replacer is not None or holder.settled:
+                return False
+            holder.replacer = rec
+        span = self.telemetry.child(rec.span, "nija_guard.replace")
+        try:
+            try:
+                reply = yield Call(
+                    "cancel_order", (holder.order_id, holder.exit.symbol), purpose="cancel"
+                )
+                view = self._view_or_none(reply)
+                if view is not None and view.is_final:
+                    return (yield from self._settle_for(holder, view, successor=rec))
+            except ccxt.OrderNotFound:
+                pass  # already final: the fetch below says how it ended
+            except ccxt.BaseError as error:
+                if not self.adapter.outcome_is_unknown(error):
+                    raise
+            deadline = self.clock() + self.options.confirm_timeout
+            delay = self.options.poll_interval / 5
+            while True:
+                try:
+                    reply = yield Call(
+                        "fetch_order",
+                        (holder.order_id, holder.exit.symbol),
+                        purpose="confirm_cancel",
+                    )
+                    view = self._view_or_none(reply)
+                except ccxt.BaseError:
+                    view = None
+                if view is not None and view.is_final:
+                    return (yield from self._settle_for(holder, view, successor=rec))
+                if holder.settled:
+                    return False
+                if self.clock() >= deadline:
+                    raise ExitInProgress(
+                        f"could not confirm the cancel of order {holder.order_id} on {rec.key}",
+                        exit=rec.exit,
+                    )
+                yield Sleep(delay)
+                delay = min(delay * 2, self.options.poll_max_interval)
+        finally:
+            with self.book.mutex:
+                if holder.replacer is rec:
+                    holder.replacer = None
+            span.end()
+
+    def _adopt(self, rec: ExitRecord) -> Flow[ExitRecord | None]:
+        """After a restart, our own resting exits found on the exchange hold the lock."""
+        symbol = rec.exit.symbol
+        if not self.options.adopt or rec.key == ACCOUNT_WIDE:
+            return None
+        with self.book.mutex:
+            if symbol in self.book.adopted:
+                return None
+            self.book.adopted.add(symbol)
+        try:
+            replies = yield Call("fetch_open_orders", (symbol,), purpose="adopt")
+        except ccxt.NotSupported:
+            return None
+        except Exception as error:
+            with self.book.mutex:
+                self.book.adopted.discard(symbol)
+            log.warning(
+                "could not look for resting exits of %s: %s",
+                symbol,
+                type(error).__name__,
+                extra=self._log_fields(rec, "adopt_failed"),
+            )
+            return None
+        for reply in replies or ():
+            view = self._view_or_none(reply)
+            if (
+                view is None
+                or view.side != "sell"
+                or view.is_final
+                or not self.adapter.owns_client_order_id(view.client_order_id)
+                or self.book.find(view.id, view.client_order_id) is not None
+                or rec.replaces in (view.id, view.client_order_id)
+            ):
+                continue
+            adopted = self._adopted_record(rec.market, view)
+            if self.book.take_over(adopted, rec):
+                adopted.phase = Phase.ACTIVE
+                rec.lease, adopted.lease = None, rec.lease
+                self.book.track(adopted)
+                self._schedule(adopted, progressed=True)
+                log.info(
+                    "adopted resting exit %s on %s",
+                    view.id,
+                    symbol,
+                    extra=self._log_fields(adopted, "adopted"),
+                )
+                yield Track(adopted)
+                return adopted
+        return None
+
+    # =====================================================================================
+    # 4 and 5. Balance refresh and clamp
+    # =====================================================================================
+    def _refresh_holdings(self, rec: ExitRecord) -> Flow[Decimal]:
+        span = self.telemetry.child(rec.span, "nija_guard.balance_refresh")
+        try:
+            balance, started_ms = yield FetchBalance(rec.ticket)
+        finally:
+            span.end()
+        base = rec.market.base
+        free, total, stamp = self.adapter.holdings(balance, base)
+        # A snapshot older than our own latest sells still counts them as held.
+        sellable = free - self.book.unreflected_sells(base, stamp, started_ms, exclude=rec)
+        if rec.replaced is not None:
+            # An edit frees what the order it amends had locked.
+            sellable += max(rec.replaced.amount or ZERO, ZERO) - rec.replaced.filled
+        elif rec.replaces is not None:
+            sellable += yield from self._remaining_of(rec.replaces, rec.exit.symbol)
+        if self.options.ownership == "ledger":
+            sellable = min(sellable, self.book.ledger_available(base))
+        rec.pre_total = total
+        rec.sellable = max(sellable, ZERO)
+        yield from self._notify(
+            rec,
+            "nija_guard_balance_refreshed",
+            exit=rec.exit,
+            free=float(free),
+            total=float(total),
+            sellable=float(rec.sellable),
+            balance_timestamp=stamp,
+        )
+        return rec.sellable
+
+    def _clamp(self, rec: ExitRecord, call: OrderCall, sellable: Decimal) -> Flow[Decimal]:
+        """``floor(min(requested, sellable) / step) * step``; dust and nothing refused."""
+        market = rec.market
+        if sellable <= 0:
+            self.book.dust.pop(rec.key)
+            rec.exit = rec.exit.evolve(outcome=Outcome.NOTHING_TO_SELL)
+            raise NothingToSell(
+                f"nothing to sell: {market.base} holdings are 0"
+                + (" in the ledger" if self.options.ownership == "ledger" else ""),
+                exit=rec.exit,
+            )
+        limit = sellable
+        if market.sell_fee_rate_in_base:
+            limit = sellable / (1 + market.sell_fee_rate_in_base)
+        price = call.price or self.book.prices.get(rec.exit.symbol, self.clock())
+        requested = call.amount
+        if requested is None and call.cost is not None:
+            if price is None:
+                price = yield from self._price(rec)
+            if price is None or price <= 0:
+                raise ccxt.InvalidOrder(
+                    f"cannot size a sell of cost {call.cost}: no price for {rec.key}"
+                )
+            requested = call.cost / price
+        target = limit if requested is None else min(requested, limit)
+        amount = market.floor_amount(target)
+        if market.min_cost is not None and price is None:
+            price = yield from self._price(rec)
+        why = market.below_minimum(amount, price)
+        if why is not None:
+            if requested is not None and requested < limit:
+                # The request itself is too small: not dust, a bad order.
+                raise ccxt.InvalidOrder(f"{rec.exit.method}(): {why} of {rec.key}")
+            rec.exit = rec.exit.evolve(outcome=Outcome.DUST, reason=why)
+            if self.book.dust.get(rec.key, self.clock()) != sellable:
+                self.book.dust.put(rec.key, sellable, self.clock())
+                log.warning(
+                    "dust position on %s: %s", rec.key, why, extra=self._log_fields(rec, "dust")
+                )
+                yield from self._notify(
+                    rec,
+                    "nija_guard_dust_detected",
+                    exit=rec.exit,
+                    amount=float(sellable),
+                    reason=why,
+                )
+            raise DustPosition(f"dust position on {rec.key}: {why}; no order sent", exit=rec.exit)
+        self.book.dust.pop(rec.key)
+        if call.cost is not None and call.amount is None:
+            rec.sized_from_cost = amount < market.floor_amount(requested or amount)
+        if requested is not None and amount != requested:
+            reason = "holdings" if limit < requested else "precision"
+            log.info(
+                "clamped sell of %s from %s to %s (%s)",
+                rec.key,
+                requested,
+                amount,
+                reason,
+                extra=self._log_fields(rec, "clamped"),
+            )
+            yield from self._notify(
+                rec,
+                "nija_guard_quantity_clamped",
+                exit=rec.exit.evolve(amount=float(amount)),
+                requested_amount=float(requested),
+                amount=float(amount),
+                sellable=float(sellable),
+                reason=reason,
+            )
+        return amount
+
+    def _price(self, rec: ExitRecord) -> Flow[Decimal | None]:
+        """A price for the minimum-cost check: recent fills, else one ticker fetch."""
+        symbol = rec.exit.symbol
+        known = self.book.prices.get(symbol, self.clock())
+        if known is not None:
+            return known
+        try:
+            ticker = yield Call("fetch_ticker", (symbol,), purpose="price")
+        except ccxt.BaseError:
+            return None
+        for key in ("last", "bid", "close"):
+            value = ticker.get(key) if isinstance(ticker, Mapping) else None
+            if value:
+                price = Decimal(str(value))
+                self.book.prices.put(symbol, price, self.clock())
+                return price
+        return None
+
+    def _remaining_of(self, order_id: str, symbol: str) -> Flow[Decimal]:
+        try:
+            view = self._view_or_none(
+                (yield Call("fetch_order", (order_id, symbol), purpose="edit"))
+            )
+        except ccxt.BaseError:
+            return ZERO
+        if view is None or view.is_final or view.side != "sell":
+            return ZERO
+        return view.remaining if view.remaining is not None else ZERO
+
+    # =====================================================================================
+    # 2 and 3. Tracking to settlement, flush on full close
+    # =====================================================================================
+    def _apply(self, rec: ExitRecord, view: OrderView) -> Flow[None]:
+        """Account for an order report; settle when it is final. The one place state moves."""
+        if rec.settled:
+            return
+        delta = self._account_fill(rec, view)
+        if delta > 0:
+            yield from self._notify(
+                rec,
+                "nija_guard_order_filled",
+                exit=rec.exit,
+                order=dict(view.raw),
+                amount=float(delta),
+            )
+        if not view.is_final:
+            if rec.phase == Phase.UNKNOWN:
+                rec.phase = Phase.ACTIVE
+            self._schedule(rec, progressed=delta > 0)
+            yield Track(rec)
+            return
+        if self.book.claim_settlement(rec):
+            yield from self._settle(rec, view, outcome_of(view))
+
+    def _settle_for(self, holder: ExitRecord, view: OrderView, successor: ExitRecord) -> Flow[bool]:
+        """Settle ``holder`` and hand its lock straight to ``successor`` (replace)."""
+        self._account_fill(holder, view)
+        if not self.book.claim_settlement(holder):
+            return False
+        yield from self._settle(holder, view, outcome_of(view), successor=successor)
+        return self.book.holds(successor)
+
+    def _settle(
+        self,
+        rec: ExitRecord,
+        view: OrderView | None,
+        outcome: Outcome,
+        successor: ExitRecord | None = None,
+    ) -> Flow[None]:
+        """Final: book the result, flush on a full close, fire hooks, then release the lock."""
+        self.book.untrack(rec)
+        if rec.kind == "buy":
+            return
+        span = self.telemetry.child(rec.span, "nija_guard.settlement")
+        try:
+            self.book.settle_sell(rec)
+            if self.options.ownership == "ledger" and rec.ledger_reserved:
+                self.book.ledger_add(
+                    rec.market.base, rec.ledger_reserved - rec.filled - rec.base_fee
+                )
+                rec.ledger_reserved = ZERO
+            rec.exit = rec.exit.evolve(outcome=outcome, filled=float(rec.filled))
+            flushed = self._fully_closed(rec, view)
+            if flushed:
+                self._flush(rec)
+            yield from self._journal(rec, "settled")
+            log.info(
+                "exit %s settled: %s, filled %s",
+                rec.exit.exit_id,
+                outcome.value,
+                rec.filled,
+                extra=self._log_fields(rec, "settled"),
+            )
+            yield from self._notify(
+                rec,
+                "nija_guard_order_settled",
+                exit=rec.exit,
+                order=dict(view.raw) if view else None,
+            )
+            if flushed:
+                yield from self._notify(
+                    rec, "nija_guard_position_flushed", exit=rec.exit, symbol=rec.exit.symbol
+                )
+        finally:
+            span.end()
+            if rec.lease is not None:
+                lease, rec.lease = rec.lease, None
+                yield Release(lease)
+            if successor is not None and self.book.take_over(successor, rec):
+                successor.lease = yield Acquire(self._lease_key(successor), successor.exit.exit_id)
+            else:
+                for wake in self.book.release(rec):
+                    wake()
+
+    def _fully_closed(self, rec: ExitRecord, view: OrderView | None) -> bool:
+        """Whether this exit left less than the market lets anyone sell."""
+        if rec.filled <= 0:
+            return False
+        if self.options.ownership == "ledger":
+            left = self.book.ledger_available(rec.market.base)
+        elif rec.sellable is not None:
+            left = rec.sellable - rec.filled - rec.base_fee
+        else:
+            return False
+        price = view.average if view is not None else None
+        return rec.market.below_minimum(rec.market.floor_amount(left), price) is not None
+
+    def _flush(self, rec: ExitRecord) -> None:
+        """3. Delete the guard's cached state of the symbol at once."""
+        with self.book.mutex:
+            self.book.balance_latest = None
+        self.book.dust.pop(rec.key)
+        if self.options.ownership == "ledger":
+            left = self.book.ledger_available(rec.market.base)
+            if left <= 0 or rec.market.below_minimum(rec.market.floor_amount(left), None):
+                self.book.ledger_add(rec.market.base, -left)
+
+    def _account_fill(self, rec: ExitRecord, view: OrderView) -> Decimal:
+        """Book new fills of ``rec``'s order; returns the newly filled amount."""
+        with self.book.mutex:
+            rec.last_order = view
+            if rec.exit.order_id is None and view.id is not None:
+                rec.exit = rec.exit.evolve(order_id=view.id)
+                self.book.by_order_id[view.id] = rec
+            if rec.exchange_ts is None and view.timestamp is not None:
+                rec.exchange_ts = view.timestamp
+            filled = view.filled
+            if filled is None:
+                filled = (
+                    view.amount
+                    if view.status == "closed" and view.amount is not None
+                    else rec.filled
+                )
+            delta = filled - rec.filled
+            if delta <= 0:
+                return ZERO
+            rec.filled = filled
+            rec.base_fee = view.base_fee
+        if view.average:
+            self.book.prices.put(rec.exit.symbol, view.average, self.clock())
+        if rec.kind == "buy":
+            credit = filled - view.base_fee - rec.credited
+            if credit > 0:
+                rec.credited += credit
+                self.book.ledger_add(rec.market.base, credit)
+        return delta
+
+    def _confirm(self, rec: ExitRecord, view: OrderView) -> Flow[OrderView]:
+        try:
+            if view.id is not None:
+                reply = yield Call("fetch_order", (view.id, rec.exit.symbol), purpose="confirm")
+            else:
+                method, args = self.adapter.lookup_by_client_id(
+                    rec.exit.symbol, rec.client_order_id or ""
+                )
+                reply = yield Call(method, args, purpose="confirm")
+            confirmed = self._view_or_none(reply)
+        except ccxt.BaseError:
+            confirmed = None
+        return confirmed if confirmed is not None and confirmed.status else view
+
+    # =====================================================================================
+    # 6. Reconciliation of unknown outcomes
+    # =====================================================================================
+    def _reconcile(self, rec: ExitRecord, deadline: float) -> Flow[tuple[str, OrderView | None]]:
+        """Rounds of looking for the order until found, proven absent, or ``deadline``.
+
+        Returns ``("found", order)``, ``("absent", None)`` (settled as not placed)
+        or ``("unresolved", None)`` (still UNKNOWN and locked).
+        """
+        span = self.telemetry.child(rec.span, "nija_guard.reconcile")
+        delay = self.options.poll_interval / 5
+        try:
+            while True:
+                view = yield from self._find(rec)
+                if view is not None:
+                    yield from self._resolved(rec, view)
+                    return "found", view
+                rec.polls += 1
+                old_enough = (
+                    rec.submitted_mono is None
+                    or self.clock() - rec.submitted_mono >= self.options.absent_after
+                )
+                if old_enough and rec.polls >= 2:
+                    dropped = yield from self._holdings_dropped(rec)
+                    if not dropped:
+                        if self.book.claim_settlement(rec):
+                            self.book.not_placed.put(rec.intent, rec.client_order_id, self.clock())
+                            yield from self._settle(rec, None, Outcome.NOT_PLACED)
+                        return "absent", None
+                if self.clock() >= deadline:
+                    return "unresolved", None
+                yield Sleep(max(0.0, min(delay, deadline - self.clock())))
+                delay = min(delay * 2, self.options.poll_max_interval)
+        finally:
+            span.end()
+
+    def _find(self, rec: ExitRecord) -> Flow[OrderView | None]:
+        """Exchange evidence of ``rec``'s order: by client id, open orders, recent trades."""
+        cid, symbol = rec.client_order_id, rec.exit.symbol
+        if not cid:
+            return None
+        method, args = self.adapter.lookup_by_client_id(symbol, cid)
+        try:
+            view = self._view_or_none((yield Call(method, args, purpose="reconcile")))
+            if (
+                view is not None
+                and view.client_order_id in (cid, None)
+                and view.side in ("sell", None)
+            ):
+                return view
+        except ccxt.BaseError:
+            pass  # not found, or lookups by client id unsupported: look elsewhere
+        try:
+            for reply in (yield Call("fetch_open_orders", (symbol,), purpose="reconcile")) or ():
+                view = self._view_or_none(reply)
+                if view is not None and view.client_order_id == cid:
+                    return view
+        except ccxt.BaseError:
+            pass
+        try:
+            since = (rec.submitted_ms or _now_ms()) - 60_000
+            trades = (yield Call("fetch_my_trades", (symbol, since), purpose="reconcile")) or ()
+        except ccxt.BaseError:
+            return None
+        candidates = []
+        for trade in trades:
+            oid = trade.get("order") if isinstance(trade, Mapping) else None
+            if (
+                oid
+                and trade.get("side") == "sell"
+                and oid not in candidates
+                and self.book.find(str(oid), None) is None
+            ):
+                candidates.append(str(oid))
+        for oid in candidates[-5:]:
+            try:
+                view = self._view_or_none(
+                    (yield Call("fetch_order", (oid, symbol), purpose="reconcile"))
+                )
+            except ccxt.BaseError:
+                continue
+            if view is not None and view.client_order_id == cid:
+                return view
+        return None
+
+    def _holdings_dropped(self, rec: ExitRecord) -> Flow[bool]:
+        """Whether the asset's total fell since the submit by more than known exits explain."""
+        if rec.pre_total is None:
+            return False
+        try:
+            balance, _ = yield FetchBalance(self.book.next_ticket())
+        except ccxt.BaseError:
+            return True  # no evidence either way: stay unknown
+        _, total, _ = self.adapter.holdings(balance, rec.market.base)
+        explained = self.book.sold_since(rec.market.base, rec.submitted_ms or 0, exclude=rec)
+        tolerance = (rec.market.amount_step or Decimal("1e-12")) / 2
+        return total + explained < rec.pre_total - tolerance
+
+    def _resolved(self, rec: ExitRecord, view: OrderView) -> Flow[None]:
+        """An unknown outcome turned out to be a real order: remember it for retries."""
+        self._acknowledged(rec, view)
+        rec.exit = rec.exit.evolve(outcome=Outcome.RESTING)
+        if rec.caller_saw_unknown:
+            # Only a caller left in the dark retries; one retry gets this order back.
+            self.book.resolved.put(rec.intent, rec, self.clock())
+        log.info(
+            "reconciled exit %s: order %s is %s",
+            rec.exit.exit_id,
+            view.id,
+            view.status,
+            extra=self._log_fields(rec, "reconciled"),
+        )
+        yield from self._journal(rec, "submitted")
+        yield from self._apply(rec, view)
+
+    def _reconcile_prior(self, prior: ExitRecord, rec: ExitRecord) -> Flow[None]:
+        """A new exit found the symbol UNKNOWN: resolve that first, or refuse."""
+        try:
+            state, _ = yield from self._reconcile(
+                prior, self.clock() + self.options.reconcile_timeout
+            )
+        finally:
+            with self.book.mutex:
+                prior.reconciler = None
+        if state == "unresolved":
+            self._schedule(prior, progressed=False)
+            yield from self._blocked(rec, prior, "unknown_outcome")
+            raise OutcomeUnknown(
+                f"{rec.key} is locked: the outcome of exit {prior.exit.exit_id} is still unknown",
+                exit=rec.exit,
+            )
+
+    # =====================================================================================
+    # The background side: polls, and orders the bot fetched itself
+    # =====================================================================================
+    def poll(self, rec: ExitRecord) -> Flow[None]:
+        """One tracker step for a record whose order is not final (or UNKNOWN)."""
+        if rec.settled:
+            return
+        if rec.phase == Phase.UNKNOWN:
+            with self.book.mutex:
+                if rec.reconciler is not None:
+                    return  # an exit is reconciling it right now
+                rec.reconciler = rec
+            try:
+                if not rec.unknown_notified:
+                    rec.unknown_notified = True
+                    yield from self._journal(rec, "unknown")
+                    yield from self._notify(
+                        rec, "nija_guard_outcome_unknown", exit=rec.exit, error=rec.error
+                    )
+                state, _ = yield from self._reconcile(rec, self.clock())
+            finally:
+                with self.book.mutex:
+                    rec.reconciler = None
+            if state == "unresolved":
+                self._schedule(rec, progressed=False)
+            return
+        try:
+            if rec.order_id is not None:
+                reply = yield Call("fetch_order", (rec.order_id, rec.exit.symbol), purpose="poll")
+            else:
+                method, args = self.adapter.lookup_by_client_id(
+                    rec.exit.symbol, rec.client_order_id or ""
+                )
+                reply = yield Call(method, args, purpose="poll")
+            view = self.adapter.order_view(reply)
+        except Exception as error:
+            log.debug("poll of %s failed: %s", rec.order_id, type(error).__name__)
+            self._schedule(rec, progressed=False)
+            return
+        yield from self._apply(rec, view)
+
+    def observe(self, method: str, args: Sequence[Any], result: Any) -> Flow[None]:
+        """Orders the bot fetched through the proxy settle our records too."""
+        replies = result if isinstance(result, list) else [result]
+        seen: set[str] = set()
+        for reply in replies:
+            if not isinstance(reply, Mapping):
+                continue
+            rec = self.book.find(
+                str(reply["id"]) if reply.get("id") else None, reply.get("clientOrderId")
+            )
+            if rec is None or rec.settled or rec.phase == Phase.UNKNOWN:
+                continue
+            if rec.exit.order_id:
+                seen.add(rec.exit.order_id)
+            view = self._view_or_none(reply)
+            if view is not None and view.status:
+                yield from self._apply(rec, view)
+        if method == "fetch_open_orders" and args:
+            symbol = args[0]
+            for rec in self.book.tracked_records():
+                # Not among the open orders any more: final, but we do not know how. Poll now.
+                if (
+                    rec.exit.symbol == symbol
+                    and rec.phase == Phase.ACTIVE
+                    and rec.order_id not in seen
+                ):
+                    rec.next_poll = 0.0
+                    yield Track(rec)
+
+    def due(self, now: float) -> tuple[list[ExitRecord], float | None]:
+        """This engine's records due for a poll, and when the next one falls due."""
+        due, soonest = [], None
+        for rec in self.book.tracked_records():
+            if rec.owner is not self or rec.settled:
+                continue
+            if rec.next_poll <= now:
+                due.append(rec)
+            elif soonest is None or rec.next_poll < soonest:
+                soonest = rec.next_poll
+        return due, soonest
+
+    def _schedule(self, rec: ExitRecord, *, progressed: bool) -> None:
+        base = self.options.poll_interval
+        rec.poll_interval = (
+            base
+            if progressed or not rec.poll_interval
+            else min(rec.poll_interval * 1.6, self.options.poll_max_interval)
+        )
+        rec.next_poll = self.clock() + rec.poll_interval
+        rec.owner = rec.owner or self
+
+    # =====================================================================================
+    # Batches, buys, close-all
+    # =====================================================================================
+    def _batch(
+        self,
+        entry: EntryPoint,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        calls: list[OrderCall],
+        markets: list[MarketInfo],
+    ) -> Flow[Any]:
+        """create_orders: each sell is prepared as its own exit; one batch is sent."""
+        bound = entry.bind(args, kwargs)
+        slots: list[Any] = []  # per request: ExitRecord, the request as-is, or an error
+        errors: list[BaseException] = []
+        for call, market in zip(calls, markets, strict=True):
+            if not self.adapter.is_exit(call, market):
+                slots.append(call)
+                continue
+            rec = self._new_record(call, market)
+            try:
+                retried = yield from self._prepare(rec, call)
+            except GuardError as error:
+                self._finish_call(rec, error)
+                errors.append(error)
+                slots.append(error)
+                continue
+            except BaseException as error:
+                self._finish_call(rec, error)
+                for slot in slots:
+                    if isinstance(slot, ExitRecord):
+                        yield from self._abandon(slot)
+                        self._finish_call(slot, error)
+                raise
+            slots.append(retried.raw if retried is not None else rec)
+            if retried is not None:
+                self._finish_call(rec, None)
+        to_send = [s for s in slots if isinstance(s, (ExitRecord, OrderCall))]
+        if not to_send:
+            if errors:
+                raise errors[0]
+            return [s for s in slots if isinstance(s, Mapping)]
+        requests = []
+        for slot in to_send:
+            call = slot if isinstance(slot, OrderCall) else slot.call
+            params = (
+                call.params
+                if isinstance(slot, OrderCall)
+                else self.adapter.submission_params(call, slot.client_order_id or "", self.client)
+            )
+            amount = call.amount if isinstance(slot, OrderCall) else slot.amount
+            requests.append(
+                {
+                    "symbol": call.symbol,
+                    "type": call.type,
+                    "side": call.side,
+                    "amount": float(amount) if amount is not None else None,
+                    "price": float(call.price) if call.price is not None else None,
+                    "params": params,
+                }
+            )
+        records = [s for s in to_send if isinstance(s, ExitRecord)]
+        for rec in records:
+            rec.phase = Phase.SUBMITTING
+            rec.submitted_ms, rec.submitted_mono = _now_ms(), self.clock()
+        try:
+            replies = yield Call(
+                entry.name, (requests, bound.get("params") or {}), purpose="submit"
+            )
+        except BaseException as error:
+            first: BaseException | None = None
+            for rec in records:
+                try:
+                    yield from self._submit_failed(rec, error)
+                except BaseException as raised:
+                    first = first or raised
+                finally:
+                    self._finish_call(rec, first)
+            if first is not None:
+                raise first from error
+            raise
+        results: list[Any] = []
+        reply_iter = iter(replies or [])
+        for slot in slots:
+            if isinstance(slot, BaseException):
+                results.append(
+                    {
+                        "id": None,
+                        "status": "rejected",
+                        "info": {"nija_guard": f"{type(slot).__name__}: {slot}"},
+                        "clientOrderId": None,
+                    }
+                )
+                continue
+            if isinstance(slot, Mapping):
+                results.append(slot)
+                continue
+            reply = next(reply_iter, None)
+            if isinstance(slot, ExitRecord):
+                try:
+                    view = yield from self._submitted(slot, reply)
+                    results.append(view.raw)
+                    self._finish_call(slot, None)
+                except BaseException as error:
+                    self._finish_call(slot, error)
+                    results.append(
+                        {
+                            "id": None,
+                            "status": "rejected",
+                            "info": {"nija_guard": f"{type(error).__name__}: {error}"},
+                            "clientOrderId": slot.client_order_id,
+                        }
+                    )
+            else:
+                results.append(reply)
+                if self.options.ownership == "ledger" and reply is not None:
+                    yield from self._track_buy(slot, reply)
+        return results
+
+    def _passthrough(
+        self,
+        entry: EntryPoint,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        call: OrderCall,
+        market: MarketInfo,
+    ) -> Flow[Any]:
+        """A buy: sent as the bot wrote it. In ledger mode its fills credit the ledger."""
+        reply = yield Call(entry.name, tuple(args), dict(kwargs), purpose="buy")
+        if self.options.ownership == "ledger":
+            yield from self._track_buy(call, reply, market)
+        return reply
+
+    def _track_buy(
+        self, call: OrderCall, reply: Any, market: MarketInfo | None = None
+    ) -> Flow[None]:
+        market = market or self.adapter.market_info(self.client, call.symbol)
+        view = self._view_or_none(reply)
+        if view is None:
+            return
+        rec = ExitRecord(exit=self._exit_value(call), market=market, key=call.symbol, kind="buy")
+        rec.exit = rec.exit.evolve(order_id=view.id, client_order_id=view.client_order_id)
+        rec.owner = self
+        self.book.track(rec)
+        if view.status is None:
+            view = yield from self._confirm(rec, view)
+        yield from self._apply(rec, view)
+
+    def _close_all(
+        self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Flow[Any]:
+        """close_all_positions: one account-wide exit that excludes every other."""
+        bound = entry.bind(args, kwargs)
+        params = bound.get("params")
+        if params is not None and not isinstance(params, Mapping):
+            raise ccxt.BadRequest(f"{entry.name}(): params must be a dict")
+        call = OrderCall(
+            entry, bound, ACCOUNT_WIDE, "sell", "market", None, None, dict(params or {})
+        )
+        market = MarketInfo(ACCOUNT_WIDE, ACCOUNT_WIDE, "", None, None, None)
+        rec = self._new_record(call, market)
+        error: BaseException | None = None
+        try:
+            yield from self._notify(rec, "nija_guard_exit_requested", exit=rec.exit)
+            yield from self._admit(rec, call)
+            try:
+                reply = yield Call(entry.name, tuple(args), dict(kwargs), purpose="submit")
+            finally:
+                if rec.lease is not None:
+                    lease, rec.lease = rec.lease, None
+                    yield Release(lease)
+                for wake in self.book.release(rec):
+                    wake()
+            rec.exit = rec.exit.evolve(outcome=Outcome.FILLED)
+            yield from self.observe("close_all_positions", (), reply)
+            return reply
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish_call(rec, error)
+
+    # =====================================================================================
+    # Small pieces
+    # =====================================================================================
+    def _new_record(self, call: OrderCall, market: MarketInfo) -> ExitRecord:
+        exit_value = self._exit_value(call)
+        rec = ExitRecord(exit=exit_value, market=market, key=call.symbol)
+        rec.call = call
+        rec.replaces = call.replaces
+        rec.owner = self
+        rec.intent = (
+            call.symbol,
+            call.side,
+            call.type,
+            str(call.amount),
+            str(call.price),
+            str(call.cost),
+            self.adapter.bot_client_order_id(call),
+        )
+        rec.span = self.telemetry.start_exit(exit_value)
+        return rec
+
+    def _exit_value(self, call: OrderCall) -> Exit:
+        return Exit(
+            exit_id=secrets.token_hex(8),
+            account=self.account,
+            symbol=call.symbol,
+            side=call.side,
+            type=call.type,
+            method=call.entry.name,
+            requested_amount=to_float(call.amount if call.amount is not None else call.cost),
+            price=to_float(call.price),
+            params=redact(call.params),
+            created_at=time.time(),
+        )
+
+    def _acknowledged(self, rec: ExitRecord, view: OrderView) -> None:
+        with self.book.mutex:
+            rec.local_ack_ms = rec.local_ack_ms or _now_ms()
+            rec.exchange_ts = rec.exchange_ts or view.timestamp
+            rec.phase = Phase.ACTIVE if not view.is_final else rec.phase
+            changes: dict[str, Any] = {}
+            if view.id and rec.exit.order_id != view.id:
+                changes["order_id"] = view.id
+            if view.client_order_id and not rec.exit.client_order_id:
+                changes["client_order_id"] = view.client_order_id
+            if changes:
+                rec.exit = rec.exit.evolve(**changes)
+        self.book.track(rec)
+
+    def _reserve(self, rec: ExitRecord) -> None:
+        self.book.add_sell(rec)
+        if self.options.ownership == "ledger" and rec.amount is not None:
+            self.book.ledger_add(rec.market.base, -(rec.amount + rec.base_fee))
+            rec.ledger_reserved = rec.amount
+
+    def _abandon(self, rec: ExitRecord) -> Flow[None]:
+        """Nothing was sent: undo the reservation, give the lock back."""
+        if rec.phase not in (Phase.ADMITTED,):
+            return
+        self.book.drop_sell(rec)
+        if rec.ledger_reserved:
+            self.book.ledger_add(rec.market.base, rec.ledger_reserved)
+            rec.ledger_reserved = ZERO
+        rec.phase = Phase.SETTLED
+        rec.settled = True
+        if rec.lease is not None:
+            lease, rec.lease = rec.lease, None
+            try:
+                yield Release(lease)
+            except Exception:
+                log.exception(
+                    "lease release failed", extra=self._log_fields(rec, "lease_release_failed")
+                )
+        for wake in self.book.release(rec):
+            wake()
+
+    def _submission(self, rec: ExitRecord, call: OrderCall) -> tuple[str, dict[str, Any]]:
+        params = self.adapter.submission_params(call, rec.client_order_id or "", self.client)
+        if call.cost is not None and call.amount is None and getattr(rec, "sized_from_cost", False):
+            # Clamped below the cost asked for: sell the amount we may sell instead.
+            return "create_order", {
+                "symbol": call.symbol,
+                "type": "market",
+                "side": "sell",
+                "amount": float(rec.amount or 0),
+                "price": None,
+                "params": params,
+            }
+        amount = rec.amount if call.amount is not None else None
+        return call.entry.name, call.with_submission(amount, params)
+
+    def _lease_key(self, rec: ExitRecord) -> str:
+        return f"{self.account}/{rec.key}"
+
+    def _journal(self, rec: ExitRecord, state: str) -> Flow[None]:
+        yield Journal(
+            JournalEntry(
+                account=self.account,
+                symbol=rec.exit.symbol,
+                exit_id=rec.exit.exit_id,
+                client_order_id=rec.client_order_id,
+                state=state,
+                side=rec.exit.side,
+                amount=str(rec.amount) if rec.amount is not None else None,
+                order_id=rec.order_id,
+                updated_at=time.time(),
+            )
+        )
+
+    def _notify(self, rec: ExitRecord, hook: str, **kwargs: Any) -> Flow[None]:
+        if self.hooks.wants(hook):
+            yield Notify(hook, kwargs, rec.span)
+
+    def _ask(self, rec: ExitRecord, hook: str, **kwargs: Any) -> Flow[Any]:
+        if not self.hooks.wants(hook):
+            return None
+        return (yield Ask(hook, kwargs, rec.span))
+
+    def _blocked(self, rec: ExitRecord, holder: ExitRecord | None, reason: str) -> Flow[None]:
+        rec.exit = rec.exit.evolve(outcome=Outcome.BLOCKED, reason=reason)
+        self.book.count("blocked")
+        log.info(
+            "exit of %s blocked (%s)",
+            rec.key,
+            reason,
+            extra=self._log_fields(rec, "blocked", reason=reason),
+        )
+        yield from self._notify(
+            rec,
+            "nija_guard_exit_blocked",
+            exit=rec.exit,
+            holder=holder.exit if holder is not None else None,
+            reason=reason,
+        )
+
+    def _adopted_record(self, market: MarketInfo, view: OrderView) -> ExitRecord:
+        exit_value = Exit(
+            exit_id=secrets.token_hex(8),
+            account=self.account,
+            symbol=market.symbol,
+            side="sell",
+            type=str(view.raw.get("type") or "limit"),
+            method="adopted",
+            requested_amount=to_float(view.amount),
+            client_order_id=view.client_order_id,
+            amount=to_float(view.amount),
+            order_id=view.id,
+            created_at=time.time(),
+        )
+        rec = ExitRecord(exit=exit_value, market=market, key=market.symbol, phase=Phase.ACTIVE)
+        rec.amount = view.amount
+        rec.filled = view.filled_or_zero()
+        rec.exchange_ts = view.timestamp
+        rec.local_ack_ms = _now_ms()
+        rec.owner = self
+        rec.last_order = view
+        self.book.add_sell(rec)
+        return rec
+
+    def _view_or_none(self, reply: Any) -> OrderView | None:
+        if not isinstance(reply, Mapping):
+            return None
+        try:
+            return self.adapter.order_view(reply)
+        except Exception:
+            return None
+
+    def _looks_like_sell(
+        self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> bool:
+        if entry.side == "sell":
+            return True
+        try:
+            bound = entry.bind(args, kwargs)
+        except ccxt.BaseError:
+            return False
+        side = bound.get("side")
+        return isinstance(side, str) and side.strip().lower() == "sell"
+
+    def _refused(
+        self,
+        entry: EntryPoint,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        error: BaseException,
+    ) -> None:
+        """A sell refused as bad input still gets its exit span (buys get none)."""
+        if not self._looks_like_sell(entry, args, kwargs):
+            return
+        try:
+            bound = entry.bind(args, kwargs)
+        except ccxt.BaseError:
+            bound = {}
+        symbol = bound.get("symbol")
+        exit_value = Exit(
+            exit_id=secrets.token_hex(8),
+            account=self.account,
+            symbol=symbol if isinstance(symbol, str) else repr(symbol),
+            side="sell",
+            type=str(entry.type or bound.get("type")),
+            method=entry.name,
+            requested_amount=None,
+            outcome=Outcome.INVALID,
+            created_at=time.time(),
+        )
+        self.telemetry.finish_exit(self.telemetry.start_exit(exit_value), exit_value, error)
+
+    def _finish_call(self, rec: ExitRecord, error: BaseException | None) -> None:
+        """End the exit's span with how the call ended."""
+        if rec.exit.outcome is None:
+            if error is None:
+                outcome = Outcome.RESTING
+            elif isinstance(error, OutcomeUnknown):
+                outcome = Outcome.UNKNOWN
+            elif isinstance(error, (ccxt.BadRequest, ccxt.InvalidOrder)):
+                outcome = Outcome.INVALID
+            elif isinstance(error, GuardError):
+                outcome = Outcome.BLOCKED
+            else:
+                outcome = Outcome.ERROR
+            rec.exit = rec.exit.evolve(outcome=outcome)
+        if rec.span is not None:
+            self.telemetry.finish_exit(rec.span, rec.exit, error)
+            rec.span = None
+
+    def _log_fields(self, rec: ExitRecord, event: str, **more: Any) -> dict[str, Any]:
+        fields = {
+            "event": event,
+            "account": self.account,
+            "symbol": rec.exit.symbol,
+            "exit_id": rec.exit.exit_id,
+            "client_order_id": rec.client_order_id,
+            "order_id": rec.order_id,
+            "requested_amount": rec.exit.requested_amount,
+            "amount": rec.exit.amount,
+            "phase": rec.phase.value,
+        }
+        fields.update(more)
+        return {"nija_guard": fields}

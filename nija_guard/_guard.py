@@ -1,0 +1,326 @@
+"""``guard()``: the proxy in front of a broker client, and its controller.
+
+The proxy stays thin: order-entry methods hand the call to the engine through
+the driver, order-reading methods let the engine see the bot's own results,
+everything else is wrapt's plain passthrough.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from ._adapter import CcxtAdapter, EntryPoint
+from ._backend import Backend, open_backend
+from ._book import Book
+from ._engine import Engine
+from ._hooks import Hooks
+from ._model import to_decimal
+from ._options import Options
+from ._sync import SyncDriver
+from ._telemetry import Telemetry
+
+__all__ = ["Guard", "guard", "unguarded"]
+
+log = logging.getLogger("nija_guard")
+
+# Methods whose results tell the engine about orders it tracks.
+OBSERVED = (
+    "fetch_order",
+    "fetch_orders",
+    "fetch_open_orders",
+    "fetch_closed_orders",
+    "fetch_canceled_orders",
+    "fetch_canceled_and_closed_orders",
+    "fetch_order_with_client_order_id",
+    "cancel_order",
+    "cancel_orders",
+    "cancel_all_orders",
+)
+
+_ADAPTER = CcxtAdapter()
+_registry_lock = threading.Lock()
+_books: weakref.WeakValueDictionary[tuple[str, str], Book] = weakref.WeakValueDictionary()
+_backends: dict[str, Backend] = {}
+_proxy_classes: dict[type, type] = {}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class Guard:
+    """The controller of one guarded client: ``exchange.nija_guard``."""
+
+    def __init__(self, client: Any, options: Options) -> None:
+        self.raw = client
+        self.options = options
+        self.adapter = _ADAPTER
+        self.account = self.adapter.account_id(client, options.account)
+        self.backend = self._shared_backend(options.backend)
+        self.book = self._shared_book()
+        self.hooks = Hooks(options.plugins, options.load_entrypoints)
+        self.telemetry = Telemetry(options.tracer_provider, _version())
+        self.engine = Engine(
+            client=client,
+            adapter=self.adapter,
+            book=self.book,
+            options=options,
+            hooks=self.hooks,
+            telemetry=self.telemetry,
+            account=self.account,
+        )
+        self.driver = SyncDriver(self.engine, client, self.backend, self.hooks, self.book)
+        self.closed = False
+
+    def _shared_backend(self, url: str) -> Backend:
+        with _registry_lock:
+            backend = _backends.get(url)
+            if backend is None:
+                backend = _backends[url] = open_backend(url)
+            return backend
+
+    def _shared_book(self) -> Book:
+        """One book per account: every guard of that account shares its locks."""
+        key = (self.backend.url, self.account)
+        with _registry_lock:
+            book = _books.get(key)
+            fresh = book is None
+            if book is None:
+                book = Book(self.account)
+                _books[key] = book
+            if book.ownership not in (None, self.options.ownership):
+                raise ValueError(
+                    f"account {self.account} is already guarded with ownership={book.ownership!r}; "
+                    "every guard of one account must use the same ownership"
+                )
+            book.ownership = self.options.ownership
+            book.resolved.ttl = self.options.retry_window
+        if fresh:
+            for asset, amount in self.options.ledger_seed.items():
+                book.ledger_add(asset, amount)
+        return book
+
+    # -- the documented controls -----------------------------------------------------
+    def seed(self, asset: str, amount: float | str | Decimal) -> Decimal:
+        """Ledger mode: declare that the bot owns ``amount`` more of ``asset``."""
+        number = to_decimal(amount)
+        if self.options.ownership != "ledger":
+            raise ValueError("seed() applies to ownership='ledger' only")
+        if not isinstance(asset, str) or not asset or number is None or number < 0:
+            raise ValueError(
+                f"seed needs an asset code and a non-negative amount, got {asset!r}, {amount!r}"
+            )
+        return self.book.ledger_add(asset, number)
+
+    def owned(self, asset: str) -> Decimal:
+        """Ledger mode: what the bot owns of ``asset`` (in-flight sells already deducted)."""
+        return self.book.ledger_available(asset)
+
+    def locked_symbols(self) -> list[str]:
+        """Symbols whose close lock is held right now."""
+        return self.book.locked_keys()
+
+    def status(self) -> dict[str, Any]:
+        """Exits in flight, unknown outcomes and table sizes, for operators and tests."""
+        records = self.book.tracked_records()
+        return {
+            "account": self.account,
+            "ownership": self.options.ownership,
+            "locked": self.book.locked_keys(),
+            "in_flight": [
+                {
+                    "exit_id": r.exit.exit_id,
+                    "symbol": r.exit.symbol,
+                    "phase": r.phase.value,
+                    "order_id": r.order_id,
+                    "client_order_id": r.client_order_id,
+                    "amount": r.exit.amount,
+                    "filled": float(r.filled),
+                }
+                for r in records
+                if r.kind == "exit"
+            ],
+            "unknown": [r.exit.symbol for r in records if r.phase.value == "unknown"],
+            "tables": self.book.table_sizes(),
+            "counters": dict(self.book.counters),
+            "hook_errors": self.hooks.errors,
+            "broker_calls": dict(self.driver.calls),
+        }
+
+    def poll(self) -> int:
+        """Poll every due order now, on this thread (the tracker does this by itself)."""
+        return self.driver.tracker.poll_once()
+
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        self.hooks.register(plugin, name)
+
+    def close(self) -> None:
+        """Stop tracking in the background. Locks of resting orders stay held."""
+        if self.closed:
+            return
+        self.closed = True
+        self.driver.tracker.close()
+        if self.book.tracked_records():
+            log.warning(
+                "guard closed with exits in flight; their symbols stay locked",
+                extra={"nija_guard": {"event": "closed_in_flight", "account": self.account}},
+            )
+
+    def __repr__(self) -> str:
+        return f"<nija_guard.Guard account={self.account!r} ownership={self.options.ownership!r}>"
+
+
+if TYPE_CHECKING:
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy
+
+
+class GuardedClient(_Proxy):
+    """The proxy ``guard()`` returns; ``isinstance`` sees the client's class."""
+
+    def __init__(self, wrapped: Any, controller: Guard) -> None:
+        super().__init__(wrapped)
+        self._self_guard = controller
+
+    @property
+    def nija_guard(self) -> Guard:
+        return self._self_guard
+
+    def __repr__(self) -> str:
+        g = self._self_guard
+        return (
+            f"<nija_guard.guard({type(self.__wrapped__).__name__}) account={g.account!r} "
+            f"ownership={g.options.ownership!r} on_conflict={g.options.on_conflict!r}>"
+        )
+
+    def __enter__(self) -> GuardedClient:
+        enter = getattr(self.__wrapped__, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        self._self_guard.close()
+        leave = getattr(self.__wrapped__, "__exit__", None)
+        if leave is not None:
+            return leave(*exc_info)
+        close = getattr(self.__wrapped__, "close", None)
+        if callable(close):
+            close()
+        return None
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a guarded client cannot be pickled: its locks live in this process")
+
+
+def _guarded_method(attr: str, entry: EntryPoint) -> Callable[..., Any]:
+    def method(self: GuardedClient, *args: Any, **kwargs: Any) -> Any:
+        g = self._self_guard
+        return g.driver.run(g.engine.call(entry, args, kwargs))
+
+    method.__name__ = attr
+    method.__qualname__ = f"GuardedClient.{attr}"
+    method.__doc__ = f"{entry.name}, guarded by nija_guard (kind {entry.kind!r})."
+    return method
+
+
+def _observed_method(attr: str, name: str) -> Callable[..., Any]:
+    def method(self: GuardedClient, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(self.__wrapped__, attr)(*args, **kwargs)
+        g = self._self_guard
+        if g.book.tracked:
+            try:
+                g.driver.run(g.engine.observe(name, args or tuple(kwargs.values())[:1], result))
+            except Exception:
+                log.exception(
+                    "could not learn from %s",
+                    name,
+                    extra={"nija_guard": {"event": "observe_failed"}},
+                )
+        return result
+
+    method.__name__ = attr
+    method.__qualname__ = f"GuardedClient.{attr}"
+    return method
+
+
+def proxy_class(client_type: type) -> type:
+    """The proxy class for a client class: its order-entry methods guarded."""
+    with _registry_lock:
+        cls = _proxy_classes.get(client_type)
+        if cls is not None:
+            return cls
+    namespace: dict[str, Any] = {"__slots__": (), "__module__": __name__}
+    for attr, entry in _ADAPTER.entry_points(client_type).items():
+        namespace[attr] = _guarded_method(attr, entry)
+    for attr in dir(client_type):
+        func = getattr(client_type, attr, None)
+        name = getattr(func, "__name__", None)
+        if callable(func) and name in OBSERVED and attr not in namespace:
+            namespace[attr] = _observed_method(attr, name)
+    cls = type(f"Guarded{client_type.__name__}", (GuardedClient,), namespace)
+    with _registry_lock:
+        return _proxy_classes.setdefault(client_type, cls)
+
+
+def guard(client: Any, **options: Any) -> Any:
+    """Put nija-guard in front of a broker client; use what it returns instead.
+
+    See docs/options.md for ``options``. Guarding a guarded client, or the
+    same client again, returns the same guard; giving it different options
+    then is an error.
+    """
+    existing = (
+        client
+        if isinstance(type(client), type) and issubclass(type(client), GuardedClient)
+        else None
+    )
+    if existing is None:
+        existing = getattr(client, "__dict__", {}).get("_nija_guard_proxy")
+    if existing is not None:
+        controller: Guard = existing.nija_guard
+        differs = controller.options.differs_from(options) if options else []
+        if differs:
+            raise ValueError(
+                f"this client is already guarded with other {', '.join(differs)}; "
+                "guard it once and share the returned object"
+            )
+        return existing
+    if _is_async_client(client):
+        raise TypeError(
+            "async ccxt clients (ccxt.async_support, ccxt.pro) are not supported by this version "
+            "of nija_guard yet; guard a sync ccxt client"
+        )
+    if not hasattr(client, "create_order"):
+        raise TypeError(
+            f"guard() needs a broker client with create_order, got {type(client).__name__}"
+        )
+    controller = Guard(client, Options.from_kwargs(options))
+    proxy = proxy_class(type(client))(client, controller)
+    client.__dict__["_nija_guard_proxy"] = proxy
+    return proxy
+
+
+def unguarded(client: Any) -> Any:
+    """The raw client behind a guard: the escape hatch. Exits through it are unprotected."""
+    if isinstance(type(client), type) and issubclass(type(client), GuardedClient):
+        return client.__wrapped__
+    return client
+
+
+def _is_async_client(client: Any) -> bool:
+    try:
+        import ccxt.async_support as async_ccxt
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(client, async_ccxt.Exchange)

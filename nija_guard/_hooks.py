@@ -1,0 +1,122 @@
+"""pluggy plumbing: one plugin manager per guard, observer hooks safely invoked."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+
+__all__ = ["Hooks", "hookimpl"]
+
+PROJECT = "nija_guard"
+hookimpl = pluggy.HookimplMarker(PROJECT)
+log = logging.getLogger("nija_guard")
+
+# NIJA_GUARD_DISABLE_PLUGIN_AUTOLOAD=1 switches entry-point loading off;
+# NIJA_GUARD_BLOCK_PLUGINS=name1,name2 blocks named entry points.
+ENV_DISABLE = "NIJA_GUARD_DISABLE_PLUGIN_AUTOLOAD"
+ENV_BLOCK = "NIJA_GUARD_BLOCK_PLUGINS"
+
+_entrypoint_lock = threading.Lock()
+_entrypoint_plugins: list[tuple[str, Any]] | None = None
+
+
+def _entrypoint_plugins_once() -> list[tuple[str, Any]]:
+    """Plugins published in the ``nija_guard`` entry-point group, loaded once per process."""
+    global _entrypoint_plugins
+    with _entrypoint_lock:
+        if _entrypoint_plugins is None:
+            probe = pluggy.PluginManager(PROJECT)
+            probe.add_hookspecs(hookspecs)
+            for name in _blocked():
+                probe.set_blocked(name)
+            try:
+                probe.load_setuptools_entrypoints(PROJECT)
+            except Exception:
+                log.exception(
+                    "loading nija_guard entry points failed",
+                    extra={"nija_guard": {"event": "plugin_load_failed"}},
+                )
+            _entrypoint_plugins = [
+                (name, plugin) for name, plugin in probe.list_name_plugin() if plugin is not None
+            ]
+        return list(_entrypoint_plugins)
+
+
+def _blocked() -> list[str]:
+    return [n.strip() for n in os.environ.get(ENV_BLOCK, "").split(",") if n.strip()]
+
+
+class Hooks:
+    """The hooks of one guard."""
+
+    def __init__(self, plugins: Iterable[Any], load_entrypoints: bool) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.errors = 0
+        blocked = _blocked()
+        for name in blocked:
+            self.pm.set_blocked(name)
+        if load_entrypoints and os.environ.get(ENV_DISABLE, "").lower() not in ("1", "true", "yes"):
+            for name, plugin in _entrypoint_plugins_once():
+                if name not in blocked and not self.pm.is_registered(plugin):
+                    self.pm.register(plugin, name=name)
+        for plugin in plugins:
+            if not self.pm.is_registered(plugin):
+                self.pm.register(plugin)
+        self._cache: dict[str, bool] = {}
+
+    def wants(self, name: str) -> bool:
+        """Whether any plugin implements ``name`` (so building its arguments is worth it)."""
+        found = self._cache.get(name)
+        if found is None:
+            found = bool(getattr(self.pm.hook, name).get_hookimpls())
+            self._cache[name] = found
+        return found
+
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        self.pm.register(plugin, name=name)
+        self._cache.clear()
+
+    def unregister(self, plugin: Any) -> None:
+        self.pm.unregister(plugin)
+        self._cache.clear()
+
+    def notify(self, name: str, kwargs: dict[str, Any]) -> list[Any]:
+        """Call every implementation of an observer hook, each isolated.
+
+        Returns the awaitables implementations returned (async plugins), for an
+        async driver to await; a sync driver closes them unawaited.
+        """
+        pending: list[Any] = []
+        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            try:
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception as exc:
+                self._failed(name, impl.plugin_name, exc)
+                continue
+            if inspect.isawaitable(result):
+                pending.append((name, impl.plugin_name, result))
+        return pending
+
+    def _failed(self, name: str, plugin: str, exc: BaseException) -> None:
+        self.errors += 1
+        log.error(
+            "hook %s of plugin %s raised %s; the exit goes on",
+            name,
+            plugin,
+            type(exc).__name__,
+            exc_info=exc,
+            extra={"nija_guard": {"event": "hook_error", "hook": name, "plugin": plugin}},
+        )
+
+    def ask(self, name: str, kwargs: dict[str, Any]) -> Any:
+        """Call a firstresult policy hook; its exceptions propagate."""
+        return getattr(self.pm.hook, name)(**kwargs)

@@ -1,0 +1,215 @@
+"""The values the guard passes around: an exit, an order as the guard sees it, a market.
+
+:class:`Exit` is the one immutable description of an exit that hooks, spans,
+errors and logs share. It never contains credentials.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["Exit", "MarketInfo", "OrderView", "Outcome", "Phase"]
+
+ZERO = Decimal(0)
+
+# Parameter names that may carry credentials; they never leave the guard.
+SECRET_KEYS = frozenset(
+    {"apikey", "secret", "password", "uid", "privatekey", "walletaddress", "token", "passphrase"}
+)
+REDACTED = "***"
+
+
+def redact(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only copy of ``params`` with credential-like values masked."""
+    clean = {k: (REDACTED if str(k).lower() in SECRET_KEYS else v) for k, v in params.items()}
+    return MappingProxyType(clean)
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """A finite Decimal for a ccxt number (float, int, str, Decimal), else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError, TypeError):
+        return None
+    return number if number.is_finite() else None
+
+
+def to_float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class Phase(str, enum.Enum):
+    """Where an exit is in its life. The lock is held in every phase but SETTLED."""
+
+    ADMITTED = "admitted"  # holds the close lock, nothing sent yet
+    SUBMITTING = "submitting"  # the order request is on the wire
+    ACTIVE = "active"  # the exchange has the order and it is not final yet
+    UNKNOWN = "unknown"  # the submit may or may not have reached the exchange
+    SETTLED = "settled"  # final on the exchange (or refused before sending)
+
+
+class Outcome(str, enum.Enum):
+    """How a guarded exit ended, as recorded on its span and in hooks."""
+
+    FILLED = "filled"
+    PARTIALLY_FILLED = "partially_filled"  # final, with a fill short of the amount
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    RESTING = "resting"  # accepted; the guard tracks it until it is final
+    UNKNOWN = "unknown"
+    NOT_PLACED = "not_placed"  # the submit failed and the exchange has no such order
+    BLOCKED = "blocked"
+    NOTHING_TO_SELL = "nothing_to_sell"
+    DUST = "dust"
+    VETOED = "vetoed"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Exit:
+    """One exit, as the bot asked for it and as the guard carried it out.
+
+    Immutable: each stage yields a new value (``dataclasses.replace``), so a
+    hook can keep the object it was given. Amounts are floats, as in ccxt.
+    """
+
+    exit_id: str
+    account: str
+    symbol: str
+    side: str
+    type: str
+    method: str
+    requested_amount: float | None
+    price: float | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    client_order_id: str | None = None
+    amount: float | None = None  # what was (or will be) submitted, after the clamp
+    order_id: str | None = None
+    outcome: Outcome | None = None
+    filled: float = 0.0
+    reason: str | None = None
+    created_at: float = 0.0
+
+    def evolve(self, **changes: Any) -> Exit:
+        """A copy with ``changes`` (``dataclasses.replace``, without its cost)."""
+        unknown = changes.keys() - _EXIT_FIELDS
+        if unknown:
+            raise TypeError(f"Exit has no field(s) {sorted(unknown)}")
+        new = object.__new__(Exit)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    @property
+    def is_closing_all(self) -> bool:
+        return self.requested_amount is None
+
+
+_EXIT_FIELDS = frozenset(f.name for f in fields(Exit))
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    """What the clamp needs to know about a market."""
+
+    symbol: str
+    base: str
+    quote: str
+    amount_step: Decimal | None
+    min_amount: Decimal | None
+    min_cost: Decimal | None
+    # The fee of a sell is taken from the base asset on top of the amount.
+    sell_fee_rate_in_base: Decimal = ZERO
+    contract: bool = False
+
+    def floor_amount(self, amount: Decimal) -> Decimal:
+        """``floor(amount / step) * step``: never rounds up into holdings we lack."""
+        if amount <= 0:
+            return ZERO
+        if not self.amount_step:
+            return amount
+        steps = (amount / self.amount_step).to_integral_value(rounding=ROUND_DOWN)
+        return steps * self.amount_step
+
+    def below_minimum(self, amount: Decimal, price: Decimal | None) -> str | None:
+        """Why ``amount`` is below the market's minimum, or None."""
+        if amount <= 0:
+            return "amount rounds down to zero"
+        if self.min_amount is not None and amount < self.min_amount:
+            return f"amount {amount} below minimum {self.min_amount}"
+        if self.min_cost is not None and price is not None and amount * price < self.min_cost:
+            return f"cost {amount * price} below minimum {self.min_cost}"
+        return None
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """The fields of a ccxt order the guard acts on, as Decimals."""
+
+    id: str | None
+    client_order_id: str | None
+    symbol: str | None
+    side: str | None
+    status: str | None
+    amount: Decimal | None
+    filled: Decimal | None
+    remaining: Decimal | None
+    average: Decimal | None
+    timestamp: int | None
+    base_fee: Decimal  # fee paid in the base asset (what the holder lost on top)
+    raw: Mapping[str, Any]
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    def filled_or_zero(self) -> Decimal:
+        return self.filled if self.filled is not None else ZERO
+
+
+FINAL_STATUSES = frozenset({"closed", "canceled", "cancelled", "expired", "rejected"})
+
+
+def outcome_of(order: OrderView) -> Outcome:
+    """The final outcome an order's status stands for."""
+    status = order.status
+    if status == "closed":
+        filled, amount = order.filled_or_zero(), order.amount
+        if amount is not None and filled < amount and filled > 0 and order.remaining:
+            return Outcome.PARTIALLY_FILLED
+        return Outcome.FILLED
+    if status in ("canceled", "cancelled"):
+        return Outcome.PARTIALLY_FILLED if order.filled_or_zero() > 0 else Outcome.CANCELED
+    if status == "expired":
+        return Outcome.PARTIALLY_FILLED if order.filled_or_zero() > 0 else Outcome.EXPIRED
+    if status == "rejected":
+        return Outcome.REJECTED
+    return Outcome.RESTING
+
+
+def check_amount(value: Any) -> Decimal:
+    """Validate a requested amount: a positive finite number, else ``ValueError``."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"amount must be a positive number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"amount must be finite, got {value!r}")
+    number = to_decimal(value)
+    if number is None:
+        raise ValueError(f"amount must be a positive number, got {value!r}")
+    if number <= 0:
+        raise ValueError(f"amount must be positive, got {value!r}")
+    return number

@@ -1,0 +1,241 @@
+"""The sync driver: performs the engine's effects on the calling thread.
+
+Also the tracker: one daemon thread per guard, alive only while orders of
+that guard await a final status, polling them at a bounded rate with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+
+from ._backend import Backend
+from ._book import Book
+from ._engine import (
+    Acquire,
+    Ask,
+    Call,
+    Engine,
+    FetchBalance,
+    Flow,
+    Journal,
+    Notify,
+    Release,
+    Sleep,
+    Track,
+    WaitRelease,
+)
+from ._errors import BackendUnavailable
+from ._hooks import Hooks
+
+__all__ = ["SyncDriver"]
+
+log = logging.getLogger("nija_guard")
+
+
+class SyncDriver:
+    def __init__(
+        self, engine: Engine, client: Any, backend: Backend, hooks: Hooks, book: Book
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.backend = backend
+        self.hooks = hooks
+        self.book = book
+        self.calls: dict[str, int] = {}
+        self.tracker = Tracker(self)
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            Call: self._call,
+            FetchBalance: self._fetch_balance,
+            WaitRelease: self._wait_release,
+            Sleep: lambda e: time.sleep(e.seconds),
+            Notify: self._notify,
+            Ask: self._ask,
+            Acquire: self._acquire,
+            Release: self._release,
+            Journal: self._journal,
+            Track: lambda e: self.tracker.wake(),
+        }
+
+    def run(self, flow: Flow[Any]) -> Any:
+        """Drive a flow to its end; its return value or exception is ours."""
+        send: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.send(send) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Interrupted: the engine may have left an UNKNOWN record for the tracker.
+                    self.tracker.wake()
+                raise
+            send, error = None, None
+            try:
+                send = self._handlers[type(effect)](effect)
+            except BaseException as exc:  # thrown back into the flow, which decides
+                error = exc
+
+    # -- effects ------------------------------------------------------------------------
+    def _call(self, effect: Call) -> Any:
+        self.calls[effect.purpose] = self.calls.get(effect.purpose, 0) + 1
+        return getattr(self.client, effect.method)(*effect.args, **effect.kwargs)
+
+    def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int]:
+        """Single flight: one fetch_balance serves every exit admitted before it started."""
+        kind, flight = self.book.balance_plan(effect.ticket)
+        if kind == "lead":
+            try:
+                if flight.after is not None:
+                    flight.after.done.wait()
+                self.book.balance_start(flight, int(time.time() * 1000))
+                self.calls["balance"] = self.calls.get("balance", 0) + 1
+                flight.result = self.client.fetch_balance()
+            except BaseException as exc:
+                flight.error = exc
+            finally:
+                self.book.balance_done(flight)
+        elif kind == "join":
+            flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        return flight.result, flight.started_ms
+
+    def _wait_release(self, effect: WaitRelease) -> bool:
+        woken = threading.Event()
+        if not self.book.add_waiter(effect.key, effect.generation, woken.set):
+            return True  # released already: try again at once
+        try:
+            return woken.wait(effect.timeout)
+        finally:
+            self.book.remove_waiter(effect.key, woken.set)
+
+    def _notify(self, effect: Notify) -> None:
+        if effect.span is not None:
+            with trace.use_span(effect.span, end_on_exit=False):
+                pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
+        else:
+            pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
+        for hook, plugin, awaitable in pending:
+            log.warning("async hook %s of %s ignored: this guard wraps a sync client", hook, plugin)
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()
+
+    def _ask(self, effect: Ask) -> Any:
+        try:
+            if effect.span is not None:
+                with trace.use_span(effect.span, end_on_exit=False):
+                    return self.hooks.ask(effect.hook, dict(effect.kwargs))
+            return self.hooks.ask(effect.hook, dict(effect.kwargs))
+        except Exception as exc:
+            # A broken policy must not let exits through: fail closed.
+            log.error("policy hook %s raised; the exit is vetoed", effect.hook, exc_info=exc)
+            return f"policy hook {effect.hook} raised {type(exc).__name__}"
+
+    def _backend(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"lock backend {self.backend.url} failed: {type(exc).__name__}"
+            ) from exc
+
+    def _acquire(self, effect: Acquire) -> Any:
+        return self._backend(lambda: self.backend.acquire(effect.key, effect.owner, None))
+
+    def _release(self, effect: Release) -> Any:
+        return self._backend(lambda: self.backend.release(effect.lease))
+
+    def _journal(self, effect: Journal) -> Any:
+        return self._backend(lambda: self.backend.record(effect.entry))
+
+
+class Tracker:
+    """Polls this guard's unsettled orders in a daemon thread that lives while there are any."""
+
+    def __init__(self, driver: SyncDriver) -> None:
+        self.driver = driver
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pending = False
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._pending = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop,
+                    name=f"nija-guard-tracker-{self.driver.book.account}",
+                    daemon=True,
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        with self._cond:
+            return self._thread is not None
+
+    def poll_once(self) -> int:
+        """Run every due poll now, on this thread. Returns how many ran."""
+        engine = self.driver.engine
+        due, _ = engine.due(engine.clock())
+        for rec in due:
+            self._poll(rec)
+        return len(due)
+
+    def _poll(self, rec: Any) -> None:
+        try:
+            self.driver.run(self.driver.engine.poll(rec))
+        except Exception:
+            log.exception(
+                "tracker poll failed",
+                extra={"nija_guard": {"event": "poll_failed", "exit_id": rec.exit.exit_id}},
+            )
+            self.driver.engine._schedule(rec, progressed=False)
+
+    def _loop(self) -> None:
+        engine = self.driver.engine
+        spacing = 1.0 / engine.options.max_polls_per_second
+        while True:
+            with self._cond:
+                self._pending = False
+                if self._closed:
+                    self._thread = None
+                    return
+            due, soonest = engine.due(engine.clock())
+            for rec in due:
+                self._poll(rec)
+                with self._cond:
+                    if self._closed:
+                        break
+                    self._cond.wait(spacing)  # the rate bound
+            with self._cond:
+                if self._closed:
+                    self._thread = None
+                    return
+                if not due and soonest is None and not self._pending:
+                    self._thread = None  # nothing to track: the thread ends
+                    return
+                if not due and not self._pending and soonest is not None:
+                    self._cond.wait(max(0.0, soonest - engine.clock()))

@@ -1,0 +1,10 @@
+"""Test tools: a paper exchange that behaves like a ccxt client.
+
+>>> from nija_guard.testing import PaperExchange
+>>> ex = PaperExchange(balances={"BTC": 1, "USDT": 1000})
+"""
+
+from ._paper import Fault, PaperExchange
+from ._venue import Market, Venue, VenueOrder, VenueTrade
+
+__all__ = ["Fault", "Market", "PaperExchange", "Venue", "VenueOrder", "VenueTrade"]
