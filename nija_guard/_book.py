@@ -278,6 +278,15 @@ class Book:
             rec.phase = Phase.ADMITTED
             return True
 
+    def hand_back(self, previous: ExitRecord, rec: ExitRecord) -> bool:
+        """Return the lock ``rec`` took over from ``previous`` (a failed edit). Atomic."""
+        with self.mutex:
+            state = self.symbols.get(rec.key)
+            if state is None or state.holder is not rec:
+                return False
+            state.holder = previous
+            return True
+
     def release(self, rec: ExitRecord) -> list[Callable[[], None]]:
         """Give up ``rec``'s lock if it holds it; returns the waiters to wake outside the mutex."""
         with self.mutex:

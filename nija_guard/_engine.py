@@ -302,10 +302,14 @@ class Engine:
             if self.book.claim_settlement(rec):
                 yield from self._settle(rec, None, Outcome.REJECTED)
             raise error
-        rec.phase = Phase.UNKNOWN
-        rec.error = error
+        cancelled = _is_cancellation(error)
+        with self.book.mutex:
+            rec.phase = Phase.UNKNOWN
+            rec.error = error
+            # Reconciled right here, unless cancelled: then by the tracker.
+            rec.reconciler = None if cancelled else rec
         self.book.track(rec)
-        if _is_cancellation(error):
+        if cancelled:
             # No more I/O on a cancelled call: the tracker reconciles and notifies.
             rec.caller_saw_unknown = True
             self._schedule(rec, progressed=True)
@@ -319,7 +323,6 @@ class Engine:
         )
         yield from self._journal(rec, "unknown")
         yield from self._notify(rec, "nija_guard_outcome_unknown", exit=rec.exit, error=error)
-        rec.reconciler = rec
         try:
             state, view = yield from self._reconcile(
                 rec, self.clock() + self.options.reconcile_timeout
@@ -741,10 +744,23 @@ class Engine:
                 )
         finally:
             span.end()
+            previous = rec.replaced
+            if (
+                previous is not None
+                and not previous.settled
+                and outcome in (Outcome.REJECTED, Outcome.NOT_PLACED)
+                and self.book.hand_back(previous, rec)
+            ):
+                # An edit the exchange never took: the order it meant to amend
+                # still rests, so its exit gets the lock (and lease) back.
+                previous.lease, rec.lease = rec.lease, None
+                previous.replacer = None
             if rec.lease is not None:
                 lease, rec.lease = rec.lease, None
                 yield Release(lease)
-            if successor is not None and self.book.take_over(successor, rec):
+            if previous is not None and self.book.holds(previous):
+                pass
+            elif successor is not None and self.book.take_over(successor, rec):
                 successor.lease = yield Acquire(self._lease_key(successor), successor.exit.exit_id)
             else:
                 for wake in self.book.release(rec):

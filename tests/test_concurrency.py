@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 from collections import Counter
 from decimal import Decimal
 from typing import Any
 
-import ccxt
 import pytest
 from conftest import assert_no_leaks, wait_until
 from test_scenarios import GatedPaper, run_in_thread
@@ -90,26 +88,28 @@ def test_stress_threads_zero_double_sells_zero_leaks(make_guard: Any) -> None:
 
 
 def test_stress_unguarded_control_double_sells() -> None:
-    """Without the guard the same workload sells positions twice (the test can fail)."""
-    markets = many_markets(5)
-    paper = PaperExchange(markets=markets, balances={m.base: 2 for m in markets.values()})
+    """Without the guard, the workload's race sells a position many times (the test can fail)."""
+    markets = many_markets(1)
+    paper = GatedPaper(markets=markets, balances={"C0": 8})
     paper.load_markets()
-    paper.latency = 0.001
-    barrier = threading.Barrier(8)
+    paper.gated.add("create_order")
+    positions = {"C0/USDT": 1.0}  # the bot's own record, read by every worker
 
     def worker() -> None:
-        barrier.wait()
-        for symbol in markets:
-            if paper.fetch_balance()[symbol.split("/")[0]]["free"] > 1 - 1e-9:
-                with contextlib.suppress(ccxt.InsufficientFunds):
-                    paper.create_market_sell_order(symbol, 1)
+        amount = positions["C0/USDT"]
+        if amount > 0:
+            paper.create_market_sell_order("C0/USDT", amount)
+            positions["C0/USDT"] = 0.0
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()
+    for _ in threads:  # every worker read the record before any sold
+        assert paper.arrived.acquire(timeout=10)
+    paper.gate.set()
     for t in threads:
-        t.join(30)
-    assert max(Counter(o.symbol for o in paper.sell_orders()).values()) > 1
+        t.join(10)
+    assert len(paper.sell_orders()) == 8
 
 
 def test_different_symbols_run_in_parallel(make_guard: Any) -> None:
@@ -202,7 +202,8 @@ def test_wait_and_replace_policies(make_guard: Any, recorder: Any, policy: str) 
     take_profit = ex.create_limit_sell_order("BTC/USDT", 1, 90_000)
     if policy == "wait":
         waiter, box = run_in_thread(lambda: ex.create_market_sell_order("BTC/USDT", 1))
-        wait_until(lambda: paper.venue.get(take_profit["id"]) is not None)
+        state = ex.nija_guard.book.symbols["BTC/USDT"]
+        wait_until(lambda: len(state.waiters) == 1)  # the second exit is waiting on the lock
         paper.fill(take_profit["id"], 0.4)  # partly filled ...
         ex.cancel_order(take_profit["id"], "BTC/USDT")  # ... then cancelled: the waiter goes
         waiter.join(10)

@@ -176,3 +176,21 @@ def test_proxy_class_is_cached_and_thin() -> None:
     assert proxy_class(PaperExchange) is proxy_class(PaperExchange)
     assert issubclass(proxy_class(PaperExchange), GuardedClient)
     assert "fetch_ticker" not in vars(proxy_class(PaperExchange))  # passthrough stays wrapt's
+
+
+def test_a_rejected_edit_gives_the_lock_back_to_the_resting_order(
+    ex: Any, paper: PaperExchange
+) -> None:
+    resting = ex.create_limit_sell_order("BTC/USDT", 0.5, 90_000)
+    paper.inject("edit_order", ccxt.InvalidOrder("edit rejected"))
+    with pytest.raises(ccxt.InvalidOrder):
+        ex.edit_order(resting["id"], "BTC/USDT", "limit", "sell", 0.5, 95_000)
+    assert paper.venue.get(resting["id"]).status == "open"
+    assert ex.nija_guard.locked_symbols() == ["BTC/USDT"]  # the resting order still holds it
+    with pytest.raises(nija_guard.ExitInProgress):
+        ex.create_market_sell_order("BTC/USDT", 0.1)
+    paper.set_price("BTC/USDT", 91_000)
+    ex.fetch_order(resting["id"], "BTC/USDT")
+    assert ex.nija_guard.locked_symbols() == []
+    lease_prefix = ex.nija_guard.account + "/"
+    assert ex.nija_guard.backend.leases(lease_prefix) == []
