@@ -507,7 +507,8 @@ class CcxtAdapter:
             filled=to_decimal(order.get("filled")),
             remaining=to_decimal(order.get("remaining")),
             average=to_decimal(order.get("average")) or to_decimal(order.get("price")),
-            timestamp=int(ts) if isinstance(ts, (int, float)) and ts else None,
+            # Binance answers an untriggered stop with timestamp -1: no timestamp.
+            timestamp=int(ts) if isinstance(ts, (int, float)) and ts > 0 else None,
             base_fee=fee_base,
             raw=order,
         )
@@ -523,6 +524,10 @@ class CcxtAdapter:
         and anything that is not a ccxt error at all are treated as unknown.
         """
         if isinstance(error, ccxt.DuplicateOrderId):
+            return True
+        if isinstance(error, ccxt.InvalidOrder) and "duplicate" in str(error).lower():
+            # Binance reports a reused client order id as a plain InvalidOrder
+            # ("Duplicate order sent."): the order exists.
             return True
         if isinstance(error, (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.InvalidNonce)):
             return False

@@ -281,6 +281,11 @@ class Engine:
         """The exchange acknowledged the order. 2. It keeps the lock until final."""
         try:
             view = self.adapter.order_view(reply)
+            if view.id is None and view.status is None:
+                # ccxt parsed a 200 that was not an order (binance: a cut-off body).
+                raise ccxt.BadResponse(
+                    f"{rec.exit.method}() returned an order without id or status"
+                )
         except Exception as error:
             # A reply we cannot read: the order may well exist.
             return (yield from self._submit_failed(rec, error))
