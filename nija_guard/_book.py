@@ -190,6 +190,12 @@ class BalanceFlight:
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def abandoned(self) -> bool:
+        """Its leader was cancelled: joiners must plan again, not inherit the cancellation."""
+        return self.error is not None and not isinstance(self.error, Exception)
 
 
 class Book:
@@ -360,14 +366,28 @@ class Book:
             self.balance_flight = flight
 
     def balance_done(self, flight: BalanceFlight) -> None:
+        """The leader is done (or gave up, even before starting): wake every joiner."""
         with self.mutex:
             if self.balance_flight is flight:
                 self.balance_flight = None
+            if self.balance_next is flight:
+                self.balance_next = None
             if flight.error is None and (
                 self.balance_latest is None or flight.ticket > self.balance_latest.ticket
             ):
                 self.balance_latest = flight
-        flight.done.set()
+            callbacks, flight.callbacks = flight.callbacks, []
+            flight.done.set()
+        for callback in callbacks:
+            callback()
+
+    def balance_subscribe(self, flight: BalanceFlight, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` when ``flight`` is done; False if it is done already."""
+        with self.mutex:
+            if flight.done.is_set():
+                return False
+            flight.callbacks.append(callback)
+            return True
 
     # -- in-flight sells and stale balances ----------------------------------------
     def add_sell(self, rec: ExitRecord) -> None:

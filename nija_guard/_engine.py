@@ -234,11 +234,11 @@ class Engine:
         """Everything before the submit. Returns an order when this is a retry of one."""
         yield from self._notify(rec, "nija_guard_exit_requested", exit=rec.exit)
 
-        # 1. Close lock: at most one exit per (account, symbol) is admitted.
-        retried = yield from self._admit(rec, call)
-        if retried is not None:
-            return retried
         try:
+            # 1. Close lock: at most one exit per (account, symbol) is admitted.
+            retried = yield from self._admit(rec, call)
+            if retried is not None:
+                return retried
             veto = yield from self._ask(rec, "nija_guard_exit_veto", exit=rec.exit)
             if veto:
                 rec.exit = rec.exit.evolve(outcome=Outcome.VETOED, reason=str(veto))
@@ -313,10 +313,12 @@ class Engine:
             rec.error = error
             # Reconciled right here, unless cancelled: then by the tracker.
             rec.reconciler = None if cancelled else rec
+            # Until this call returns the order, the bot does not know it exists:
+            # whoever resolves it remembers it, so that the bot's retry gets it back.
+            rec.caller_saw_unknown = True
         self.book.track(rec)
         if cancelled:
             # No more I/O on a cancelled call: the tracker reconciles and notifies.
-            rec.caller_saw_unknown = True
             self._schedule(rec, progressed=True)
             raise error
         rec.unknown_notified = True
@@ -335,6 +337,11 @@ class Engine:
         finally:
             rec.reconciler = None
         if state == "found" and view is not None:
+            # The caller gets the order after all: a later identical exit is new.
+            with self.book.mutex:
+                rec.caller_saw_unknown = False
+            if self.book.resolved.get(rec.intent, self.clock()) is rec:
+                self.book.resolved.pop(rec.intent)
             return view
         if state == "absent":
             _add_note(
@@ -343,7 +350,6 @@ class Engine:
             )
             raise error
         self._schedule(rec, progressed=False)
-        rec.caller_saw_unknown = True  # the bot may retry: answer that retry with this order
         yield Track(rec)
         raise OutcomeUnknown(
             f"the outcome of exit {rec.exit.exit_id} ({rec.key}) is unknown; "
@@ -503,9 +509,11 @@ class Engine:
             replies = yield Call("fetch_open_orders", (symbol,), purpose="adopt")
         except ccxt.NotSupported:
             return None
-        except Exception as error:
+        except BaseException as error:
             with self.book.mutex:
-                self.book.adopted.discard(symbol)
+                self.book.adopted.discard(symbol)  # look again at the next exit
+            if not isinstance(error, Exception):
+                raise
             log.warning(
                 "could not look for resting exits of %s: %s",
                 symbol,
@@ -1309,6 +1317,8 @@ class Engine:
             rec.ledger_reserved = ZERO
         rec.phase = Phase.SETTLED
         rec.settled = True
+        for wake in self.book.release(rec):
+            wake()
         if rec.lease is not None:
             lease, rec.lease = rec.lease, None
             try:
@@ -1317,8 +1327,6 @@ class Engine:
                 log.exception(
                     "lease release failed", extra=self._log_fields(rec, "lease_release_failed")
                 )
-        for wake in self.book.release(rec):
-            wake()
 
     def _submission(self, rec: ExitRecord, call: OrderCall) -> tuple[str, dict[str, Any]]:
         params = self.adapter.submission_params(call, rec.client_order_id or "", self.client)

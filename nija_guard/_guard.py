@@ -7,6 +7,7 @@ everything else is wrapt's plain passthrough.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import weakref
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from ._adapter import CcxtAdapter, EntryPoint
+from ._async import AsyncDriver
 from ._backend import Backend, open_backend
 from ._book import Book
 from ._engine import Engine
@@ -78,7 +80,9 @@ class Guard:
             telemetry=self.telemetry,
             account=self.account,
         )
-        self.driver = SyncDriver(self.engine, client, self.backend, self.hooks, self.book)
+        self.is_async = _is_async_client(client)
+        driver_type = AsyncDriver if self.is_async else SyncDriver
+        self.driver: Any = driver_type(self.engine, client, self.backend, self.hooks, self.book)
         self.closed = False
 
     def _shared_backend(self, url: str) -> Backend:
@@ -158,7 +162,11 @@ class Guard:
 
     def poll(self) -> int:
         """Poll every due order now, on this thread (the tracker does this by itself)."""
-        return self.driver.tracker.poll_once()
+        return int(self.driver.tracker.poll_once())
+
+    async def apoll(self) -> int:
+        """Async guards: poll every due order now, on this task."""
+        return int(await self.driver.tracker.apoll_once())
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         self.hooks.register(plugin, name)
@@ -169,6 +177,17 @@ class Guard:
             return
         self.closed = True
         self.driver.tracker.close()
+        self._warn_in_flight()
+
+    async def aclose(self) -> None:
+        """Async guards: cancel the tracker tasks and wait for them to end."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.driver.tracker.aclose()
+        self._warn_in_flight()
+
+    def _warn_in_flight(self) -> None:
         if self.book.tracked_records():
             log.warning(
                 "guard closed with exits in flight; their symbols stay locked",
@@ -219,6 +238,25 @@ class GuardedClient(_Proxy):
             close()
         return None
 
+    async def __aenter__(self) -> GuardedClient:
+        enter = getattr(self.__wrapped__, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        """Stops the guard's tasks, then closes the client (its sessions too)."""
+        await self._self_guard.aclose()
+        leave = getattr(self.__wrapped__, "__aexit__", None)
+        if leave is not None:
+            return await leave(*exc_info)
+        close = getattr(self.__wrapped__, "close", None)
+        if close is not None:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+        return None
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError("a guarded client cannot be pickled: its locks live in this process")
 
@@ -231,6 +269,39 @@ def _guarded_method(attr: str, entry: EntryPoint) -> Callable[..., Any]:
     method.__name__ = attr
     method.__qualname__ = f"GuardedClient.{attr}"
     method.__doc__ = f"{entry.name}, guarded by nija_guard (kind {entry.kind!r})."
+    return method
+
+
+def _async_guarded_method(attr: str, entry: EntryPoint) -> Callable[..., Any]:
+    async def method(self: GuardedClient, *args: Any, **kwargs: Any) -> Any:
+        g = self._self_guard
+        return await g.driver.run(g.engine.call(entry, args, kwargs))
+
+    method.__name__ = attr
+    method.__qualname__ = f"GuardedClient.{attr}"
+    method.__doc__ = f"{entry.name}, guarded by nija_guard (kind {entry.kind!r})."
+    return method
+
+
+def _async_observed_method(attr: str, name: str) -> Callable[..., Any]:
+    async def method(self: GuardedClient, *args: Any, **kwargs: Any) -> Any:
+        result = await getattr(self.__wrapped__, attr)(*args, **kwargs)
+        g = self._self_guard
+        if g.book.tracked:
+            try:
+                await g.driver.run(
+                    g.engine.observe(name, args or tuple(kwargs.values())[:1], result)
+                )
+            except Exception:
+                log.exception(
+                    "could not learn from %s",
+                    name,
+                    extra={"nija_guard": {"event": "observe_failed"}},
+                )
+        return result
+
+    method.__name__ = attr
+    method.__qualname__ = f"GuardedClient.{attr}"
     return method
 
 
@@ -261,13 +332,16 @@ def proxy_class(client_type: type) -> type:
         if cls is not None:
             return cls
     namespace: dict[str, Any] = {"__slots__": (), "__module__": __name__}
+    is_async = _is_async_type(client_type)
+    guarded = _async_guarded_method if is_async else _guarded_method
+    observed = _async_observed_method if is_async else _observed_method
     for attr, entry in _ADAPTER.entry_points(client_type).items():
-        namespace[attr] = _guarded_method(attr, entry)
+        namespace[attr] = guarded(attr, entry)
     for attr in dir(client_type):
         func = getattr(client_type, attr, None)
         name = getattr(func, "__name__", None)
         if callable(func) and name in OBSERVED and attr not in namespace:
-            namespace[attr] = _observed_method(attr, name)
+            namespace[attr] = observed(attr, name)
     cls = type(f"Guarded{client_type.__name__}", (GuardedClient,), namespace)
     with _registry_lock:
         return _proxy_classes.setdefault(client_type, cls)
@@ -296,11 +370,6 @@ def guard(client: Any, **options: Any) -> Any:
                 "guard it once and share the returned object"
             )
         return existing
-    if _is_async_client(client):
-        raise TypeError(
-            "async ccxt clients (ccxt.async_support, ccxt.pro) are not supported by this version "
-            "of nija_guard yet; guard a sync ccxt client"
-        )
     if not hasattr(client, "create_order"):
         raise TypeError(
             f"guard() needs a broker client with create_order, got {type(client).__name__}"
@@ -318,9 +387,14 @@ def unguarded(client: Any) -> Any:
     return client
 
 
-def _is_async_client(client: Any) -> bool:
+def _is_async_type(client_type: type) -> bool:
+    """ccxt.async_support and ccxt.pro clients: their order methods are coroutines."""
     try:
         import ccxt.async_support as async_ccxt
     except ImportError:  # pragma: no cover
         return False
-    return isinstance(client, async_ccxt.Exchange)
+    return issubclass(client_type, async_ccxt.Exchange)
+
+
+def _is_async_client(client: Any) -> bool:
+    return _is_async_type(type(client))

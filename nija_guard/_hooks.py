@@ -120,3 +120,17 @@ class Hooks:
     def ask(self, name: str, kwargs: dict[str, Any]) -> Any:
         """Call a firstresult policy hook; its exceptions propagate."""
         return getattr(self.pm.hook, name)(**kwargs)
+
+    async def ask_async(self, name: str, kwargs: dict[str, Any]) -> Any:
+        """A firstresult hook whose implementations may be coroutines.
+
+        pluggy would stop at the first coroutine object (it is not None); here
+        each result is awaited and the first non-None *value* wins.
+        """
+        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                return result
+        return None

@@ -89,23 +89,27 @@ class SyncDriver:
 
     def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int]:
         """Single flight: one fetch_balance serves every exit admitted before it started."""
-        kind, flight = self.book.balance_plan(effect.ticket)
-        if kind == "lead":
-            try:
-                if flight.after is not None:
-                    flight.after.done.wait()
-                self.book.balance_start(flight, int(time.time() * 1000))
-                self.calls["balance"] = self.calls.get("balance", 0) + 1
-                flight.result = self.client.fetch_balance()
-            except BaseException as exc:
-                flight.error = exc
-            finally:
-                self.book.balance_done(flight)
-        elif kind == "join":
-            flight.done.wait()
-        if flight.error is not None:
-            raise flight.error
-        return flight.result, flight.started_ms
+        while True:
+            kind, flight = self.book.balance_plan(effect.ticket)
+            if kind == "lead":
+                try:
+                    if flight.after is not None:
+                        flight.after.done.wait()
+                    self.book.balance_start(flight, int(time.time() * 1000))
+                    self.calls["balance"] = self.calls.get("balance", 0) + 1
+                    flight.result = self.client.fetch_balance()
+                except BaseException as exc:
+                    flight.error = exc
+                    raise
+                finally:
+                    self.book.balance_done(flight)
+            elif kind == "join":
+                flight.done.wait()
+                if flight.abandoned:
+                    continue  # its leader was interrupted: plan again
+            if flight.error is not None:
+                raise flight.error
+            return flight.result, flight.started_ms
 
     def _wait_release(self, effect: WaitRelease) -> bool:
         woken = threading.Event()

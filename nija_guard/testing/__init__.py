@@ -4,7 +4,16 @@
 >>> ex = PaperExchange(balances={"BTC": 1, "USDT": 1000})
 """
 
+from ._async_paper import AsyncPaperExchange
 from ._paper import Fault, PaperExchange
 from ._venue import Market, Venue, VenueOrder, VenueTrade
 
-__all__ = ["Fault", "Market", "PaperExchange", "Venue", "VenueOrder", "VenueTrade"]
+__all__ = [
+    "AsyncPaperExchange",
+    "Fault",
+    "Market",
+    "PaperExchange",
+    "Venue",
+    "VenueOrder",
+    "VenueTrade",
+]

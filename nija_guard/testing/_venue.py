@@ -146,6 +146,8 @@ class Venue:
     orders: dict[str, VenueOrder] = field(default_factory=dict)
     trades: list[VenueTrade] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Called (under the venue's lock, so: quickly) with every order that changed.
+    listeners: list[Callable[[VenueOrder], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -271,7 +273,12 @@ class Venue:
                 self._by_client_id[client_order_id] = order
             self._match(order)
             self._record_balance()
+            self._changed(order)
             return order
+
+    def _changed(self, order: VenueOrder) -> None:
+        for listener in self.listeners:
+            listener(order)
 
     def _crosses(self, order: VenueOrder, market: Market) -> bool:
         if order.trigger_price is not None and not order.triggered:
@@ -342,6 +349,8 @@ class Venue:
         )
         if order.remaining <= 0:
             self._finish(order, "closed")
+        else:
+            self._changed(order)
 
     def _finish(self, order: VenueOrder, status: str) -> None:
         leftover = order.locked_amount - order.spent
@@ -350,6 +359,7 @@ class Venue:
             self._adjust(self.free, order.locked_asset, leftover)
         order.spent = order.locked_amount
         order.status = status
+        self._changed(order)
 
     def cancel(self, order_id: str) -> VenueOrder:
         with self.lock:

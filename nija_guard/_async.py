@@ -1,0 +1,333 @@
+"""The async driver: performs the engine's effects with ``await``.
+
+Same engine, same book as the sync driver. Nothing here holds a threading lock
+across an await: the book's mutex guards only short critical sections, and
+every wait (a lock release, a shared balance fetch) is a future woken with
+``call_soon_threadsafe``, so tasks of one loop and threads running their own
+loops exclude each other through the same book.
+
+The tracker is a task on the client's loop, alive only while orders of this
+guard await a final status. On a ccxt.pro client it also runs ``watch_orders``
+and feeds what the stream says to the engine; polling stays on as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+
+from ._backend import Backend
+from ._book import BalanceFlight, Book, ExitRecord
+from ._engine import (
+    Acquire,
+    Ask,
+    Call,
+    Engine,
+    FetchBalance,
+    Flow,
+    Journal,
+    Notify,
+    Release,
+    Sleep,
+    Track,
+    WaitRelease,
+)
+from ._errors import BackendUnavailable
+from ._hooks import Hooks
+
+__all__ = ["AsyncDriver"]
+
+log = logging.getLogger("nija_guard")
+
+
+def _resolve(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> Callable[[], None]:
+    """A callback any thread may call to wake ``future`` on its own loop."""
+
+    def wake() -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_resolve, future)
+
+    return wake
+
+
+class AsyncDriver:
+    def __init__(
+        self, engine: Engine, client: Any, backend: Backend, hooks: Hooks, book: Book
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.backend = backend
+        self.hooks = hooks
+        self.book = book
+        self.calls: dict[str, int] = {}
+        self.tracker = AsyncTracker(self)
+
+    async def run(self, flow: Flow[Any]) -> Any:
+        """Drive a flow to its end; its return value or exception is ours."""
+        send: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.send(send) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Cancelled: the engine may have left an UNKNOWN record to reconcile.
+                    self.tracker.wake()
+                raise
+            send, error = None, None
+            try:
+                send = await self._perform(effect)
+            except BaseException as exc:  # thrown back into the flow, which decides
+                error = exc
+
+    async def _perform(self, effect: Any) -> Any:
+        kind = type(effect)
+        if kind is Call:
+            self.calls[effect.purpose] = self.calls.get(effect.purpose, 0) + 1
+            result = getattr(self.client, effect.method)(*effect.args, **effect.kwargs)
+            return (await result) if inspect.isawaitable(result) else result
+        if kind is FetchBalance:
+            return await self._fetch_balance(effect)
+        if kind is WaitRelease:
+            return await self._wait_release(effect)
+        if kind is Sleep:
+            await asyncio.sleep(effect.seconds)
+            return None
+        if kind is Notify:
+            return await self._notify(effect)
+        if kind is Ask:
+            return await self._ask(effect)
+        if kind is Acquire:
+            return self._backend(lambda: self.backend.acquire(effect.key, effect.owner, None))
+        if kind is Release:
+            return self._backend(lambda: self.backend.release(effect.lease))
+        if kind is Journal:
+            return self._backend(lambda: self.backend.record(effect.entry))
+        if kind is Track:
+            self.tracker.wake()
+            return None
+        raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover
+
+    # -- effects ------------------------------------------------------------------------
+    async def _wait_flight(self, flight: BalanceFlight) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self.book.balance_subscribe(flight, _waker(loop, future)):
+            await future
+
+    async def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int]:
+        """Single flight, shared with every task and thread of the account."""
+        while True:
+            kind, flight = self.book.balance_plan(effect.ticket)
+            if kind == "lead":
+                try:
+                    if flight.after is not None:
+                        await self._wait_flight(flight.after)
+                    self.book.balance_start(flight, int(time.time() * 1000))
+                    self.calls["balance"] = self.calls.get("balance", 0) + 1
+                    flight.result = await self.client.fetch_balance()
+                except BaseException as exc:
+                    flight.error = exc
+                    raise
+                finally:
+                    self.book.balance_done(flight)
+            elif kind == "join":
+                await self._wait_flight(flight)
+                if flight.abandoned:
+                    continue  # its leader was cancelled: plan again
+            if flight.error is not None:
+                raise flight.error
+            return flight.result, flight.started_ms
+
+    async def _wait_release(self, effect: WaitRelease) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        wake = _waker(loop, future)
+        if not self.book.add_waiter(effect.key, effect.generation, wake):
+            return True  # released already: try again at once
+        try:
+            await asyncio.wait_for(future, effect.timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self.book.remove_waiter(effect.key, wake)
+
+    async def _notify(self, effect: Notify) -> None:
+        if effect.span is not None:
+            with trace.use_span(effect.span, end_on_exit=False):
+                pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
+        else:
+            pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
+        for hook, plugin, awaitable in pending:
+            # Awaited one by one, each isolated like a sync hookimpl.
+            try:
+                await awaitable
+            except Exception as exc:
+                self.hooks._failed(hook, plugin, exc)
+
+    async def _ask(self, effect: Ask) -> Any:
+        try:
+            return await self.hooks.ask_async(effect.hook, dict(effect.kwargs))
+        except Exception as exc:
+            log.error("policy hook %s raised; the exit is vetoed", effect.hook, exc_info=exc)
+            return f"policy hook {effect.hook} raised {type(exc).__name__}"
+
+    def _backend(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"lock backend {self.backend.url} failed: {type(exc).__name__}"
+            ) from exc
+
+
+class AsyncTracker:
+    """The guard's background task(s) on the client's loop."""
+
+    def __init__(self, driver: AsyncDriver) -> None:
+        self.driver = driver
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._woken: asyncio.Event | None = None
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        if self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self.loop is None:
+            if loop is None:
+                return  # never ran on a loop: the next call on the loop starts tracking
+            self.loop = loop
+        if loop is self.loop:
+            self._start()
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        if self._closed:
+            return
+        if self._woken is None:
+            self._woken = asyncio.Event()
+        self._woken.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="nija-guard-tracker"
+            )
+        has = getattr(self.driver.client, "has", None) or {}
+        if has.get("watchOrders") and (self._watch is None or self._watch.done()):
+            self._watch = asyncio.get_running_loop().create_task(
+                self._stream(), name="nija-guard-watch-orders"
+            )
+
+    async def _run(self) -> None:
+        engine = self.driver.engine
+        spacing = 1.0 / engine.options.max_polls_per_second
+        assert self._woken is not None  # noqa: S101 - set by _start before the task exists
+        try:
+            while not self._closed:
+                self._woken.clear()
+                due, soonest = engine.due(engine.clock())
+                for rec in due:
+                    await self._poll(rec)
+                    await asyncio.sleep(spacing)  # the rate bound
+                if due:
+                    continue
+                if soonest is None:
+                    return  # nothing left to track: the task ends
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), max(0.0, soonest - engine.clock()))
+        finally:
+            if self._watch is not None and not self._watch.done() and not self._closed:
+                self._watch.cancel()
+
+    async def _poll(self, rec: ExitRecord) -> None:
+        try:
+            await self.driver.run(self.driver.engine.poll(rec))
+        except Exception:
+            log.exception(
+                "tracker poll failed",
+                extra={"nija_guard": {"event": "poll_failed", "exit_id": rec.exit.exit_id}},
+            )
+            self.driver.engine._schedule(rec, progressed=False)
+
+    async def _stream(self) -> None:
+        """ccxt.pro: order updates pushed by the exchange settle records at once."""
+        client, engine = self.driver.client, self.driver.engine
+        failures = 0
+        while not self._closed:
+            try:
+                orders = await client.watch_orders()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("watch_orders failed (%s); polling continues", type(exc).__name__)
+                await asyncio.sleep(min(30.0, engine.options.poll_interval * 2**failures))
+                continue
+            try:
+                await self.driver.run(engine.observe("watch_orders", (), list(orders or [])))
+            except Exception:
+                log.exception("could not learn from watch_orders")
+
+    def poll_once(self) -> int:
+        raise RuntimeError("use 'await exchange.nija_guard.apoll()' on an async guard")
+
+    async def apoll_once(self) -> int:
+        engine = self.driver.engine
+        due, _ = engine.due(engine.clock())
+        for rec in due:
+            await self._poll(rec)
+        return len(due)
+
+    async def aclose(self) -> None:
+        """Cancel the tracker and stream tasks and wait for them to end."""
+        self._closed = True
+        tasks = [t for t in (self._task, self._watch) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("tracker task failed while closing")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Sync close: stop tracking; tasks are cancelled on their loop."""
+        self._closed = True
+        for task in (self._task, self._watch):
+            if (
+                task is not None
+                and not task.done()
+                and self.loop is not None
+                and not self.loop.is_closed()
+            ):
+                self.loop.call_soon_threadsafe(task.cancel)
