@@ -227,6 +227,7 @@ class Book:
         self.balance_latest: BalanceFlight | None = None
         self._tickets = itertools.count(1)
         self.counters: dict[str, int] = {}
+        self.backend: Any = None  # set by whoever creates the book
 
     # -- tickets order admissions and balance fetches ------------------------------
     def next_ticket(self) -> int:

@@ -67,8 +67,7 @@ class Guard:
         self.options = options
         self.adapter = _ADAPTER
         self.account = self.adapter.account_id(client, options.account)
-        self.backend = self._shared_backend(options.backend)
-        self.book = self._shared_book()
+        self.book, self.backend = self._shared_book(options.backend)
         self.hooks = Hooks(options.plugins, options.load_entrypoints)
         self.telemetry = Telemetry(options.tracer_provider, _version())
         self.engine = Engine(
@@ -85,21 +84,24 @@ class Guard:
         self.driver: Any = driver_type(self.engine, client, self.backend, self.hooks, self.book)
         self.closed = False
 
-    def _shared_backend(self, url: str) -> Backend:
-        with _registry_lock:
-            backend = _backends.get(url)
-            if backend is None:
-                backend = _backends[url] = open_backend(url)
-            return backend
+    def _shared_book(self, url: str) -> tuple[Book, Backend]:
+        """One book per account: every guard of that account shares its locks.
 
-    def _shared_book(self) -> Book:
-        """One book per account: every guard of that account shares its locks."""
-        key = (self.backend.url, self.account)
+        An in-memory backend lives and dies with its book (its leases mean
+        nothing beyond this process's exits of the account); durable backends
+        are shared per URL.
+        """
+        key = (url, self.account)
         with _registry_lock:
             book = _books.get(key)
             fresh = book is None
             if book is None:
+                if url == "memory":
+                    backend = open_backend(url)
+                else:
+                    backend = _backends.get(url) or _backends.setdefault(url, open_backend(url))
                 book = Book(self.account)
+                book.backend = backend
                 _books[key] = book
             if book.ownership not in (None, self.options.ownership):
                 raise ValueError(
@@ -111,7 +113,7 @@ class Guard:
         if fresh:
             for asset, amount in self.options.ledger_seed.items():
                 book.ledger_add(asset, amount)
-        return book
+        return book, book.backend
 
     # -- the documented controls -----------------------------------------------------
     def seed(self, asset: str, amount: float | str | Decimal) -> Decimal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import uuid
 import warnings
 from collections.abc import Iterator
 
@@ -20,7 +21,9 @@ ORDER = "/api/v3/order"
 
 @pytest.fixture
 def fake() -> Iterator[FakeBinance]:
-    with FakeBinance(balances={"BTC": 1, "ETH": 10, "USDT": 1000}) as server:
+    with FakeBinance(
+        api_key=f"key-{uuid.uuid4().hex}", balances={"BTC": 1, "ETH": 10, "USDT": 1000}
+    ) as server:
         yield server
     assert server.unknown == []
     assert server.server_errors == []

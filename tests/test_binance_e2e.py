@@ -8,6 +8,7 @@ tests assert on: what actually went over the wire.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,10 @@ ORDER = "/api/v3/order"
 
 @pytest.fixture
 def fake() -> Iterator[FakeBinance]:
-    with FakeBinance(balances={"BTC": 1, "ETH": 10, "USDT": 1000}) as server:
+    # Each test its own account: guards of one account in one process share locks.
+    with FakeBinance(
+        api_key=f"key-{uuid.uuid4().hex}", balances={"BTC": 1, "ETH": 10, "USDT": 1000}
+    ) as server:
         yield server
     assert server.unknown == []  # ccxt never asked for something the fake does not serve
     assert server.server_errors == []
@@ -44,7 +48,7 @@ def test_is_a_real_binance_client(binance: Any) -> None:
     assert isinstance(binance, ccxt.binance)
     assert binance.id == "binance"
     assert binance.nija_guard.account.startswith("binance:")
-    assert "test-key" not in binance.nija_guard.account
+    assert binance.apiKey not in binance.nija_guard.account  # a digest, never the key
 
 
 def test_clamp_client_order_id_and_refresh_on_the_wire(
@@ -174,7 +178,7 @@ def test_exchange_side_insufficient_funds(fake: FakeBinance, recorder: Recorder)
 
 
 def test_dust_on_binance_sends_nothing(recorder: Recorder) -> None:
-    with FakeBinance(balances={"BTC": "0.00005", "USDT": 0}) as fake:
+    with FakeBinance(api_key="dust-key", balances={"BTC": "0.00005", "USDT": 0}) as fake:
         ex = nija_guard.guard(fake.client(), **FAST, plugins=[recorder])
         with pytest.raises(nija_guard.DustPosition):
             ex.create_market_sell_order("BTC/USDT", 1)
