@@ -108,10 +108,10 @@ class OrderCall:
     cost: Decimal | None = None  # quote-sized market orders
 
     def with_submission(self, amount: Decimal | None, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's arguments with the clamped amount, normalized side and our params."""
         args = dict(self.arguments)
         if amount is not None:
-            key = "cost" if self.cost is not None and "amount" not in args else "amount"
-            args[key] = float(amount)
+            args["amount"] = float(amount)
         if "side" in args:
             args["side"] = self.side
         if "params" in args:

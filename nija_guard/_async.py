@@ -84,7 +84,7 @@ class AsyncDriver:
             except StopIteration as stop:
                 return stop.value
             except BaseException as exc:
-                if not isinstance(exc, Exception):
+                if not isinstance(exc, Exception) or self.book.tracked:
                     # Cancelled: the engine may have left an UNKNOWN record to reconcile.
                     self.tracker.wake()
                 raise

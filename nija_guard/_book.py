@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,29 +35,39 @@ ACCOUNT_WIDE = "*"  # the key close_all_positions locks: conflicts with every sy
 
 
 class LRU(Generic[K, V]):
-    """A dict that forgets its oldest entries beyond ``size`` and after ``ttl`` seconds."""
+    """A thread-safe dict that forgets entries beyond ``size`` and after ``ttl`` seconds."""
 
     def __init__(self, size: int, ttl: float) -> None:
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
         self.size, self.ttl = size, ttl
 
     def get(self, key: K, now: float) -> V | None:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        if now - item[0] > self.ttl:
-            del self._data[key]
-            return None
-        return item[1]
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            if now - item[0] > self.ttl:
+                del self._data[key]
+                return None
+            return item[1]
+
+    def take(self, key: K, now: float) -> V | None:
+        """Get and forget: a value that may be used once."""
+        with self._lock:
+            item = self._data.pop(key, None)
+        return None if item is None or now - item[0] > self.ttl else item[1]
 
     def put(self, key: K, value: V, now: float) -> None:
-        self._data[key] = (now, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
+        with self._lock:
+            self._data[key] = (now, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
 
     def pop(self, key: K) -> None:
-        self._data.pop(key, None)
+        with self._lock:
+            self._data.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -100,8 +111,10 @@ class ExitRecord:
     replaced: ExitRecord | None = None  # the exit an edit took the lock from
     call: Any = None  # the parsed OrderCall
     unknown_notified: bool = False
-    caller_saw_unknown: bool = False  # the call ended without the bot learning the outcome
-    sized_from_cost: bool = False
+    caller_waiting: bool = False  # the bot's call is still running: it will get the answer
+    caller_informed: bool = False  # the bot's call returned this order
+    final_ts: int | None = None  # when the exchange made the order final (its clock)
+    filled_before: Decimal = ZERO  # fills that happened before we adopted the order
 
     @property
     def order_id(self) -> str | None:
@@ -142,6 +155,8 @@ class SettledSell:
     submitted_ms: int | None
     filled: Decimal
     settled_mono: float
+    amount: Decimal = ZERO
+    final_ts: int | None = None  # exchange clock: when the order became final
 
     def reflected_in(self, snapshot_ms: int | None, snapshot_local_ms: int) -> bool:
         if self.exchange_ts is not None and snapshot_ms is not None:
@@ -149,6 +164,26 @@ class SettledSell:
         if self.local_ack_ms is not None:
             return self.local_ack_ms <= snapshot_local_ms
         return False
+
+    def correction(self, snapshot_ms: int | None, snapshot_local_ms: int) -> Decimal:
+        """What to take off a snapshot's free balance for this final sell.
+
+        Taken before the exchange accepted it: the snapshot still counts what it
+        sold. Taken while it rested: the snapshot shows its unfilled part as
+        locked, which the exchange has given back since: add it back, but only
+        when the exchange's own clocks prove the order (the snapshot's and the
+        order's final timestamp); otherwise never count on it.
+        """
+        if not self.reflected_in(snapshot_ms, snapshot_local_ms):
+            return self.filled
+        if (
+            self.final_ts is not None
+            and snapshot_ms is not None
+            and self.exchange_ts is not None
+            and snapshot_ms < self.final_ts
+        ):
+            return -(self.amount - self.filled)
+        return ZERO
 
 
 @dataclass
@@ -228,6 +263,7 @@ class Book:
         self._tickets = itertools.count(1)
         self.counters: dict[str, int] = {}
         self.backend: Any = None  # set by whoever creates the book
+        self.engines: weakref.WeakSet[Any] = weakref.WeakSet()  # every live guard's engine
 
     # -- tickets order admissions and balance fetches ------------------------------
     def next_ticket(self) -> int:
@@ -252,7 +288,7 @@ class Book:
                         return Admission("conflict", other.holder, other.generation)
             state = self.symbols.get(rec.key)
             if state is None:
-                state = self.symbols[rec.key] = SymbolState()
+                state = self.symbols[rec.key] = SymbolState(generation=next(self._tickets))
             holder = state.holder
             if holder is None:
                 state.holder = rec
@@ -301,7 +337,7 @@ class Book:
             if state is None or state.holder is not rec:
                 return []
             state.holder = None
-            state.generation += 1
+            state.generation = next(self._tickets)
             waiters, state.waiters = state.waiters, []
             del self.symbols[rec.key]
             return waiters
@@ -411,7 +447,7 @@ class Book:
                 return
             if rec in sells.inflight:
                 sells.inflight.remove(rec)
-            if rec.filled > 0:
+            if rec.filled > 0 or (rec.final_ts is not None and rec.amount):
                 sells.settled.append(
                     SettledSell(
                         rec.exchange_ts,
@@ -419,6 +455,8 @@ class Book:
                         rec.submitted_ms,
                         rec.filled,
                         self.clock(),
+                        rec.amount or ZERO,
+                        rec.final_ts,
                     )
                 )
             self._maybe_forget(rec.market.base, sells)
@@ -450,8 +488,7 @@ class Book:
                 if rec is not exclude:
                     total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms)
             for done in sells.settled:
-                if not done.reflected_in(snapshot_ms, snapshot_local_ms):
-                    total += done.filled
+                total += done.correction(snapshot_ms, snapshot_local_ms)
             return total
 
     def sold_since(self, asset: str, submitted_ms: int, exclude: ExitRecord) -> Decimal:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -179,6 +179,7 @@ class Engine:
         self.telemetry = telemetry
         self.account = account
         self.clock = time.monotonic
+        self.wake: Callable[[], None] = lambda: None  # the driver's tracker, set by the guard
 
     # =====================================================================================
     # Entry: a bot called an order-entry method
@@ -223,11 +224,13 @@ class Engine:
                 return retried.raw
             method, kwargs = self._submission(rec, call)
             order = yield from self._submit(rec, method, kwargs)
+            rec.caller_informed = True
             return order.raw
         except BaseException as exc:
             error = exc
             raise
         finally:
+            self._call_ended(rec, error)
             self._finish_call(rec, error)
 
     def _prepare(self, rec: ExitRecord, call: OrderCall) -> Flow[OrderView | None]:
@@ -253,7 +256,7 @@ class Engine:
             # 6. A client order id of the guard's, journaled before anything is sent.
             cid = (
                 self.adapter.bot_client_order_id(call)
-                or self.book.not_placed.get(rec.intent, self.clock())
+                or self.book.not_placed.take(rec.intent, self.clock())
                 or self.adapter.new_client_order_id(self.client)
             )
             rec.amount = amount
@@ -267,6 +270,7 @@ class Engine:
 
     def _submit(self, rec: ExitRecord, method: str, kwargs: Mapping[str, Any]) -> Flow[OrderView]:
         rec.phase = Phase.SUBMITTING
+        rec.caller_waiting = True
         rec.submitted_ms, rec.submitted_mono = _now_ms(), self.clock()
         span = self.telemetry.child(rec.span, "nija_guard.submit")
         try:
@@ -289,6 +293,9 @@ class Engine:
         except Exception as error:
             # A reply we cannot read: the order may well exist.
             return (yield from self._submit_failed(rec, error))
+        previous = rec.replaced
+        if previous is not None and view.id is not None and view.id == previous.order_id:
+            self._retire_amended(previous, rec)
         self._acknowledged(rec, view)
         yield from self._journal(rec, "submitted")
         yield from self._notify(
@@ -313,35 +320,28 @@ class Engine:
             rec.error = error
             # Reconciled right here, unless cancelled: then by the tracker.
             rec.reconciler = None if cancelled else rec
-            # Until this call returns the order, the bot does not know it exists:
-            # whoever resolves it remembers it, so that the bot's retry gets it back.
-            rec.caller_saw_unknown = True
         self.book.track(rec)
+        # Should this call end without an answer, the tracker takes over.
+        self._schedule(rec, progressed=True)
         if cancelled:
-            # No more I/O on a cancelled call: the tracker reconciles and notifies.
-            self._schedule(rec, progressed=True)
-            raise error
-        rec.unknown_notified = True
-        rec.exit = rec.exit.evolve(outcome=Outcome.UNKNOWN)
-        log.warning(
-            "exit outcome unknown; %s stays locked until reconciled",
-            rec.key,
-            extra=self._log_fields(rec, "outcome_unknown", error=type(error).__name__),
-        )
-        yield from self._journal(rec, "unknown")
-        yield from self._notify(rec, "nija_guard_outcome_unknown", exit=rec.exit, error=error)
+            raise error  # no more I/O on a cancelled call: the tracker reconciles and notifies
         try:
+            rec.unknown_notified = True
+            rec.exit = rec.exit.evolve(outcome=Outcome.UNKNOWN)
+            log.warning(
+                "exit outcome unknown; %s stays locked until reconciled",
+                rec.key,
+                extra=self._log_fields(rec, "outcome_unknown", error=type(error).__name__),
+            )
+            yield from self._journal(rec, "unknown")
+            yield from self._notify(rec, "nija_guard_outcome_unknown", exit=rec.exit, error=error)
             state, view = yield from self._reconcile(
                 rec, self.clock() + self.options.reconcile_timeout
             )
         finally:
-            rec.reconciler = None
-        if state == "found" and view is not None:
-            # The caller gets the order after all: a later identical exit is new.
             with self.book.mutex:
-                rec.caller_saw_unknown = False
-            if self.book.resolved.get(rec.intent, self.clock()) is rec:
-                self.book.resolved.pop(rec.intent)
+                rec.reconciler = None
+        if state == "found" and view is not None:
             return view
         if state == "absent":
             _add_note(
@@ -415,8 +415,13 @@ class Engine:
                 if policy == "replace" and holder.phase == Phase.ACTIVE and holder.key == rec.key:
                     took = yield from self._replace(holder, rec)
                     if took:
+                        if rec.lease is None:
+                            yield from self._blocked(rec, None, "in_progress")
+                            raise ExitInProgress(
+                                f"another process is exiting {rec.key}", exit=rec.exit
+                            )
                         return None
-                    continue
+                    # Someone else is replacing it, or it just settled: wait for the lock.
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     yield from self._blocked(rec, holder, "wait_timeout")
@@ -521,6 +526,7 @@ class Engine:
                 extra=self._log_fields(rec, "adopt_failed"),
             )
             return None
+        holder: ExitRecord | None = None
         for reply in replies or ():
             view = self._view_or_none(reply)
             if (
@@ -533,20 +539,20 @@ class Engine:
             ):
                 continue
             adopted = self._adopted_record(rec.market, view)
-            if self.book.take_over(adopted, rec):
-                adopted.phase = Phase.ACTIVE
+            self.book.track(adopted)
+            self._schedule(adopted, progressed=True)
+            log.info(
+                "adopted resting exit %s on %s",
+                view.id,
+                symbol,
+                extra=self._log_fields(adopted, "adopted"),
+            )
+            yield Track(adopted)
+            # The first holds the close lock; any other is tracked to settlement.
+            if holder is None and self.book.take_over(adopted, rec):
                 rec.lease, adopted.lease = None, rec.lease
-                self.book.track(adopted)
-                self._schedule(adopted, progressed=True)
-                log.info(
-                    "adopted resting exit %s on %s",
-                    view.id,
-                    symbol,
-                    extra=self._log_fields(adopted, "adopted"),
-                )
-                yield Track(adopted)
-                return adopted
-        return None
+                holder = adopted
+        return holder
 
     # =====================================================================================
     # 4 and 5. Balance refresh and clamp
@@ -567,7 +573,11 @@ class Engine:
         elif rec.replaces is not None:
             sellable += yield from self._remaining_of(rec.replaces, rec.exit.symbol)
         if self.options.ownership == "ledger":
-            sellable = min(sellable, self.book.ledger_available(base))
+            owned = self.book.ledger_available(base)
+            if rec.replaced is not None and rec.replaced.ledger_reserved:
+                # The amended order's reservation covers what it has not filled.
+                owned += rec.replaced.ledger_reserved - rec.replaced.filled
+            sellable = min(sellable, owned)
         rec.pre_total = total
         rec.sellable = max(sellable, ZERO)
         yield from self._notify(
@@ -598,8 +608,9 @@ class Engine:
         price = call.price or self.book.prices.get(rec.exit.symbol, self.clock())
         requested = call.amount
         if requested is None and call.cost is not None:
-            if price is None:
-                price = yield from self._price(rec)
+            # Sized in quote currency: converted at a fresh price and sent as an
+            # amount, so the venue can never sell more than the clamp allowed.
+            price = yield from self._price(rec, fresh=True)
             if price is None or price <= 0:
                 raise ccxt.InvalidOrder(
                     f"cannot size a sell of cost {call.cost}: no price for {rec.key}"
@@ -629,8 +640,6 @@ class Engine:
                 )
             raise DustPosition(f"dust position on {rec.key}: {why}; no order sent", exit=rec.exit)
         self.book.dust.pop(rec.key)
-        if call.cost is not None and call.amount is None:
-            rec.sized_from_cost = amount < market.floor_amount(requested or amount)
         if requested is not None and amount != requested:
             reason = "holdings" if limit < requested else "precision"
             log.info(
@@ -652,10 +661,10 @@ class Engine:
             )
         return amount
 
-    def _price(self, rec: ExitRecord) -> Flow[Decimal | None]:
-        """A price for the minimum-cost check: recent fills, else one ticker fetch."""
+    def _price(self, rec: ExitRecord, fresh: bool = False) -> Flow[Decimal | None]:
+        """A price: for the minimum-cost check a recent fill's will do, else one ticker fetch."""
         symbol = rec.exit.symbol
-        known = self.book.prices.get(symbol, self.clock())
+        known = None if fresh else self.book.prices.get(symbol, self.clock())
         if known is not None:
             return known
         try:
@@ -708,7 +717,15 @@ class Engine:
 
     def _settle_for(self, holder: ExitRecord, view: OrderView, successor: ExitRecord) -> Flow[bool]:
         """Settle ``holder`` and hand its lock straight to ``successor`` (replace)."""
-        self._account_fill(holder, view)
+        delta = self._account_fill(holder, view)
+        if delta > 0:
+            yield from self._notify(
+                holder,
+                "nija_guard_order_filled",
+                exit=holder.exit,
+                order=dict(view.raw),
+                amount=float(delta),
+            )
         if not self.book.claim_settlement(holder):
             return False
         yield from self._settle(holder, view, outcome_of(view), successor=successor)
@@ -727,11 +744,13 @@ class Engine:
             return
         span = self.telemetry.child(rec.span, "nija_guard.settlement")
         try:
+            if view is not None:
+                stamp = view.raw.get("lastUpdateTimestamp") or view.raw.get("lastTradeTimestamp")
+                rec.final_ts = int(stamp) if isinstance(stamp, (int, float)) and stamp > 0 else None
             self.book.settle_sell(rec)
             if self.options.ownership == "ledger" and rec.ledger_reserved:
-                self.book.ledger_add(
-                    rec.market.base, rec.ledger_reserved - rec.filled - rec.base_fee
-                )
+                sold = rec.filled - rec.filled_before + rec.base_fee
+                self.book.ledger_add(rec.market.base, rec.ledger_reserved - sold)
                 rec.ledger_reserved = ZERO
             rec.exit = rec.exit.evolve(outcome=outcome, filled=float(rec.filled))
             flushed = self._fully_closed(rec, view)
@@ -757,27 +776,44 @@ class Engine:
                 )
         finally:
             span.end()
-            previous = rec.replaced
-            if (
-                previous is not None
-                and not previous.settled
-                and outcome in (Outcome.REJECTED, Outcome.NOT_PLACED)
-                and self.book.hand_back(previous, rec)
-            ):
-                # An edit the exchange never took: the order it meant to amend
-                # still rests, so its exit gets the lock (and lease) back.
-                previous.lease, rec.lease = rec.lease, None
-                previous.replacer = None
-            if rec.lease is not None:
-                lease, rec.lease = rec.lease, None
+            never_placed = outcome in (Outcome.REJECTED, Outcome.NOT_PLACED)
+            yield from self._unlock(rec, successor=successor, hand_back=never_placed)
+
+    def _unlock(
+        self, rec: ExitRecord, *, successor: ExitRecord | None = None, hand_back: bool = False
+    ) -> Flow[None]:
+        """Give up ``rec``'s close lock, then its lease.
+
+        The lock goes back to the exit an edit amended when ``hand_back`` (the
+        edit never reached the exchange, so the amended order still rests), or
+        straight to ``successor`` (replace), or is released, waking waiters. The
+        lock moves first: a failing lease backend can never leave it held.
+        """
+        lease, rec.lease = rec.lease, None
+        previous = rec.replaced
+        took_over = False
+        if (
+            hand_back
+            and previous is not None
+            and not previous.settled
+            and self.book.hand_back(previous, rec)
+        ):
+            previous.lease, lease = lease, None
+            previous.replacer = None
+        elif successor is not None and self.book.take_over(successor, rec):
+            took_over = True
+        else:
+            for wake in self.book.release(rec):
+                wake()
+        if lease is not None:
+            try:
                 yield Release(lease)
-            if previous is not None and self.book.holds(previous):
-                pass
-            elif successor is not None and self.book.take_over(successor, rec):
-                successor.lease = yield Acquire(self._lease_key(successor), successor.exit.exit_id)
-            else:
-                for wake in self.book.release(rec):
-                    wake()
+            except Exception:
+                log.exception(
+                    "lease release failed", extra=self._log_fields(rec, "lease_release_failed")
+                )
+        if took_over and successor is not None:
+            successor.lease = yield Acquire(self._lease_key(successor), successor.exit.exit_id)
 
     def _fully_closed(self, rec: ExitRecord, view: OrderView | None) -> bool:
         """Whether this exit left less than the market lets anyone sell."""
@@ -808,7 +844,8 @@ class Engine:
             rec.last_order = view
             if rec.exit.order_id is None and view.id is not None:
                 rec.exit = rec.exit.evolve(order_id=view.id)
-                self.book.by_order_id[view.id] = rec
+                if not rec.settled:
+                    self.book.by_order_id[view.id] = rec
             if rec.exchange_ts is None and view.timestamp is not None:
                 rec.exchange_ts = view.timestamp
             filled = view.filled
@@ -939,7 +976,10 @@ class Engine:
             balance, _ = yield FetchBalance(self.book.next_ticket())
         except ccxt.BaseError:
             return True  # no evidence either way: stay unknown
-        _, total, _ = self.adapter.holdings(balance, rec.market.base)
+        _, total, stamp = self.adapter.holdings(balance, rec.market.base)
+        if stamp is not None and stamp < (rec.submitted_ms or 0):
+            return True  # a lagging snapshot from before the submit proves nothing
+
         explained = self.book.sold_since(rec.market.base, rec.submitted_ms or 0, exclude=rec)
         tolerance = (rec.market.amount_step or Decimal("1e-12")) / 2
         return total + explained < rec.pre_total - tolerance
@@ -948,8 +988,10 @@ class Engine:
         """An unknown outcome turned out to be a real order: remember it for retries."""
         self._acknowledged(rec, view)
         rec.exit = rec.exit.evolve(outcome=Outcome.RESTING)
-        if rec.caller_saw_unknown:
-            # Only a caller left in the dark retries; one retry gets this order back.
+        with self.book.mutex:
+            in_the_dark = not rec.caller_waiting and not rec.caller_informed
+        if in_the_dark:
+            # Only a caller left without an answer retries; one retry gets this order back.
             self.book.resolved.put(rec.intent, rec, self.clock())
         log.info(
             "reconciled exit %s: order %s is %s",
@@ -987,9 +1029,14 @@ class Engine:
             return
         if rec.phase == Phase.UNKNOWN:
             with self.book.mutex:
-                if rec.reconciler is not None:
-                    return  # an exit is reconciling it right now
-                rec.reconciler = rec
+                busy = rec.reconciler is not None
+                if not busy:
+                    rec.reconciler = rec
+            if busy:
+                # An exit is reconciling it right now: look again later.
+                self._schedule(rec, progressed=False)
+                return
+            state = "unresolved"
             try:
                 if not rec.unknown_notified:
                     rec.unknown_notified = True
@@ -1001,8 +1048,8 @@ class Engine:
             finally:
                 with self.book.mutex:
                     rec.reconciler = None
-            if state == "unresolved":
-                self._schedule(rec, progressed=False)
+                if state == "unresolved":
+                    self._schedule(rec, progressed=False)
             return
         try:
             if rec.order_id is not None:
@@ -1019,7 +1066,9 @@ class Engine:
             return
         yield from self._apply(rec, view)
 
-    def observe(self, method: str, args: Sequence[Any], result: Any) -> Flow[None]:
+    def observe(
+        self, method: str, args: Sequence[Any], result: Any, kwargs: Mapping[str, Any] | None = None
+    ) -> Flow[None]:
         """Orders the bot fetched through the proxy settle our records too."""
         replies = result if isinstance(result, list) else [result]
         seen: set[str] = set()
@@ -1036,8 +1085,8 @@ class Engine:
             view = self._view_or_none(reply)
             if view is not None and view.status:
                 yield from self._apply(rec, view)
-        if method == "fetch_open_orders" and args:
-            symbol = args[0]
+        symbol = args[0] if args else (kwargs or {}).get("symbol")
+        if method == "fetch_open_orders" and symbol:
             for rec in self.book.tracked_records():
                 # Not among the open orders any more: final, but we do not know how. Poll now.
                 if (
@@ -1081,113 +1130,167 @@ class Engine:
         calls: list[OrderCall],
         markets: list[MarketInfo],
     ) -> Flow[Any]:
-        """create_orders: each sell is prepared as its own exit; one batch is sent."""
+        """create_orders: each sell is prepared as its own exit; one batch is sent.
+
+        A sell the guard refuses is left out of the batch and reported in place,
+        as venues report their own rejections; a second sell of a symbol this
+        batch already exits is refused at once. Buys go as they are.
+        """
         bound = entry.bind(args, kwargs)
-        slots: list[Any] = []  # per request: ExitRecord, the request as-is, or an error
-        errors: list[BaseException] = []
-        for call, market in zip(calls, markets, strict=True):
-            if not self.adapter.is_exit(call, market):
-                slots.append(call)
-                continue
-            rec = self._new_record(call, market)
-            try:
-                retried = yield from self._prepare(rec, call)
-            except GuardError as error:
-                self._finish_call(rec, error)
-                errors.append(error)
-                slots.append(error)
-                continue
-            except BaseException as error:
-                self._finish_call(rec, error)
-                for slot in slots:
-                    if isinstance(slot, ExitRecord):
-                        yield from self._abandon(slot)
-                        self._finish_call(slot, error)
-                raise
-            slots.append(retried.raw if retried is not None else rec)
-            if retried is not None:
-                self._finish_call(rec, None)
-        to_send = [s for s in slots if isinstance(s, (ExitRecord, OrderCall))]
-        if not to_send:
-            if errors:
-                raise errors[0]
-            return [s for s in slots if isinstance(s, Mapping)]
-        requests = []
-        for slot in to_send:
-            call = slot if isinstance(slot, OrderCall) else slot.call
-            params = (
-                call.params
-                if isinstance(slot, OrderCall)
-                else self.adapter.submission_params(call, slot.client_order_id or "", self.client)
-            )
-            amount = call.amount if isinstance(slot, OrderCall) else slot.amount
-            requests.append(
-                {
-                    "symbol": call.symbol,
-                    "type": call.type,
-                    "side": call.side,
-                    "amount": float(amount) if amount is not None else None,
-                    "price": float(call.price) if call.price is not None else None,
-                    "params": params,
-                }
-            )
-        records = [s for s in to_send if isinstance(s, ExitRecord)]
+        slots: list[Any] = []  # per request: ExitRecord, OrderCall (as is), a refusal, or an order
+        held: set[str] = set()
+        try:
+            for call, market in zip(calls, markets, strict=True):
+                if not self.adapter.is_exit(call, market):
+                    slots.append(call)
+                    continue
+                rec = self._new_record(call, market)
+                if call.symbol in held:
+                    yield from self._blocked(rec, None, "in_progress")
+                    refusal = ExitInProgress(
+                        f"this batch already exits {call.symbol}", exit=rec.exit
+                    )
+                    self._finish_call(rec, refusal)
+                    slots.append(refusal)
+                    continue
+                try:
+                    retried = yield from self._prepare(rec, call)
+                except ccxt.BaseError as refusal:  # refused before anything was sent
+                    self._finish_call(rec, refusal)
+                    slots.append(refusal)
+                    continue
+                except BaseException as error:
+                    self._finish_call(rec, error)
+                    raise
+                if retried is not None:
+                    self._finish_call(rec, None)
+                    slots.append(dict(retried.raw))
+                    continue
+                held.add(call.symbol)
+                slots.append(rec)
+        except BaseException as error:
+            for slot in slots:
+                if isinstance(slot, ExitRecord):
+                    yield from self._abandon(slot)
+                    self._finish_call(slot, error)
+            raise
+        records = [s for s in slots if isinstance(s, ExitRecord)]
+        sendable = [s for s in slots if isinstance(s, (ExitRecord, OrderCall))]
+        if not sendable:
+            refusals = [s for s in slots if isinstance(s, BaseException)]
+            if refusals and len(refusals) == len(slots):
+                raise refusals[0]
+            return [self._refused_slot(s) if isinstance(s, BaseException) else s for s in slots]
         for rec in records:
             rec.phase = Phase.SUBMITTING
+            rec.caller_waiting = True
             rec.submitted_ms, rec.submitted_mono = _now_ms(), self.clock()
+        requests = [self._batch_request(slot) for slot in sendable]
         try:
             replies = yield Call(
                 entry.name, (requests, bound.get("params") or {}), purpose="submit"
             )
         except BaseException as error:
-            first: BaseException | None = None
-            for rec in records:
-                try:
-                    yield from self._submit_failed(rec, error)
-                except BaseException as raised:
-                    first = first or raised
-                finally:
-                    self._finish_call(rec, first)
-            if first is not None:
-                raise first from error
-            raise
+            return (yield from self._batch_failed(slots, records, error))
         results: list[Any] = []
         reply_iter = iter(replies or [])
+        pending = list(records)
         for slot in slots:
             if isinstance(slot, BaseException):
-                results.append(
-                    {
-                        "id": None,
-                        "status": "rejected",
-                        "info": {"nija_guard": f"{type(slot).__name__}: {slot}"},
-                        "clientOrderId": None,
-                    }
-                )
-                continue
-            if isinstance(slot, Mapping):
+                results.append(self._refused_slot(slot))
+            elif isinstance(slot, Mapping):
                 results.append(slot)
-                continue
-            reply = next(reply_iter, None)
-            if isinstance(slot, ExitRecord):
+            elif isinstance(slot, ExitRecord):
+                pending.remove(slot)
                 try:
-                    view = yield from self._submitted(slot, reply)
-                    results.append(view.raw)
-                    self._finish_call(slot, None)
-                except BaseException as error:
+                    view = yield from self._submitted(slot, next(reply_iter, None))
+                except Exception as error:  # this order was refused, or its fate is unknown
+                    results.append(self._refused_slot(error, slot))
+                    self._call_ended(slot, error)
                     self._finish_call(slot, error)
-                    results.append(
-                        {
-                            "id": None,
-                            "status": "rejected",
-                            "info": {"nija_guard": f"{type(error).__name__}: {error}"},
-                            "clientOrderId": slot.client_order_id,
-                        }
-                    )
+                    continue
+                except BaseException as error:  # interrupted: the tracker has the rest
+                    for rec in [slot, *pending]:
+                        self._call_ended(rec, error)
+                        self._finish_call(rec, error)
+                    raise
+                slot.caller_informed = True
+                results.append(view.raw)
+                self._call_ended(slot, None)
+                self._finish_call(slot, None)
             else:
+                reply = next(reply_iter, None)
                 results.append(reply)
                 if self.options.ownership == "ledger" and reply is not None:
                     yield from self._track_buy(slot, reply)
         return results
+
+    def _batch_failed(
+        self, slots: list[Any], records: list[ExitRecord], error: BaseException
+    ) -> Flow[Any]:
+        """The batch call itself failed: each sell is settled or reconciled on its own."""
+        views: dict[int, OrderView] = {}
+        first: BaseException | None = None
+        for rec in records:
+            try:
+                views[id(rec)] = yield from self._submit_failed(rec, error)
+            except Exception as raised:
+                first = first or raised
+            except BaseException as raised:
+                for other in records:
+                    self._call_ended(other, raised)
+                    self._finish_call(other, raised)
+                raise
+        if first is None and not any(isinstance(s, OrderCall) for s in slots):
+            # Every sell was found on the exchange: the batch went through after all.
+            results = []
+            for slot in slots:
+                if isinstance(slot, ExitRecord):
+                    slot.caller_informed = True
+                    results.append(views[id(slot)].raw)
+                else:
+                    results.append(
+                        self._refused_slot(slot) if isinstance(slot, BaseException) else slot
+                    )
+            for rec in records:
+                self._call_ended(rec, None)
+                self._finish_call(rec, None)
+            return results
+        final = first or error
+        for rec in records:
+            # Found orders are remembered: the bot's retry of the batch gets them back.
+            self._call_ended(rec, final)
+            self._finish_call(rec, final)
+        if final is error:
+            raise error
+        raise final from error
+
+    def _batch_request(self, slot: ExitRecord | OrderCall) -> dict[str, Any]:
+        call = slot if isinstance(slot, OrderCall) else slot.call
+        if isinstance(slot, OrderCall):
+            params, amount = call.params, call.amount
+        else:
+            params = self.adapter.submission_params(call, slot.client_order_id or "", self.client)
+            amount = slot.amount
+        return {
+            "symbol": call.symbol,
+            "type": call.type,
+            "side": call.side,
+            "amount": float(amount) if amount is not None else None,
+            "price": float(call.price) if call.price is not None else None,
+            "params": params,
+        }
+
+    @staticmethod
+    def _refused_slot(error: BaseException, rec: ExitRecord | None = None) -> dict[str, Any]:
+        """A batch entry for an order the guard did not send, or whose fate is unknown."""
+        return {
+            "id": None,
+            "clientOrderId": rec.client_order_id if rec is not None else None,
+            # Never "rejected" for an order that may exist.
+            "status": None if isinstance(error, OutcomeUnknown) else "rejected",
+            "info": {"nija_guard": f"{type(error).__name__}: {error}"},
+        }
 
     def _passthrough(
         self,
@@ -1234,15 +1337,11 @@ class Engine:
         error: BaseException | None = None
         try:
             yield from self._notify(rec, "nija_guard_exit_requested", exit=rec.exit)
-            yield from self._admit(rec, call)
             try:
+                yield from self._admit(rec, call)
                 reply = yield Call(entry.name, tuple(args), dict(kwargs), purpose="submit")
             finally:
-                if rec.lease is not None:
-                    lease, rec.lease = rec.lease, None
-                    yield Release(lease)
-                for wake in self.book.release(rec):
-                    wake()
+                yield from self._unlock(rec)
             rec.exit = rec.exit.evolve(outcome=Outcome.FILLED)
             yield from self.observe("close_all_positions", (), reply)
             return reply
@@ -1289,6 +1388,7 @@ class Engine:
 
     def _acknowledged(self, rec: ExitRecord, view: OrderView) -> None:
         with self.book.mutex:
+            rec.last_order = rec.last_order or view
             rec.local_ack_ms = rec.local_ack_ms or _now_ms()
             rec.exchange_ts = rec.exchange_ts or view.timestamp
             rec.phase = Phase.ACTIVE if not view.is_final else rec.phase
@@ -1317,21 +1417,12 @@ class Engine:
             rec.ledger_reserved = ZERO
         rec.phase = Phase.SETTLED
         rec.settled = True
-        for wake in self.book.release(rec):
-            wake()
-        if rec.lease is not None:
-            lease, rec.lease = rec.lease, None
-            try:
-                yield Release(lease)
-            except Exception:
-                log.exception(
-                    "lease release failed", extra=self._log_fields(rec, "lease_release_failed")
-                )
+        yield from self._unlock(rec, hand_back=True)
 
     def _submission(self, rec: ExitRecord, call: OrderCall) -> tuple[str, dict[str, Any]]:
         params = self.adapter.submission_params(call, rec.client_order_id or "", self.client)
-        if call.cost is not None and call.amount is None and getattr(rec, "sized_from_cost", False):
-            # Clamped below the cost asked for: sell the amount we may sell instead.
+        if call.cost is not None and call.amount is None:
+            # Sized in quote currency: sent as the amount the clamp allowed.
             return "create_order", {
                 "symbol": call.symbol,
                 "type": "market",
@@ -1408,6 +1499,11 @@ class Engine:
         rec.local_ack_ms = _now_ms()
         rec.owner = self
         rec.last_order = view
+        rec.filled_before = rec.filled
+        if self.options.ownership == "ledger" and rec.amount is not None:
+            # What it may still sell is spoken for; its earlier fills are not ours to count.
+            rec.ledger_reserved = max(rec.amount - rec.filled, ZERO)
+            self.book.ledger_add(rec.market.base, -rec.ledger_reserved)
         self.book.add_sell(rec)
         return rec
 
@@ -1458,6 +1554,49 @@ class Engine:
             created_at=time.time(),
         )
         self.telemetry.finish_exit(self.telemetry.start_exit(exit_value), exit_value, error)
+
+    def _call_ended(self, rec: ExitRecord, error: BaseException | None) -> None:
+        """The bot's call is over. If it ended without the order the exchange may
+        have, remember the order for the bot's retry and leave the record to the
+        tracker. No I/O: this also runs on cancellation."""
+        with self.book.mutex:
+            rec.caller_waiting = False
+            in_the_dark = (
+                error is not None and not rec.caller_informed and rec.submitted_ms is not None
+            )
+            live = not rec.settled and rec.phase in (Phase.SUBMITTING, Phase.ACTIVE, Phase.UNKNOWN)
+            exists = rec.last_order is not None and rec.exit.outcome not in (
+                Outcome.REJECTED,
+                Outcome.NOT_PLACED,
+            )
+        if not in_the_dark:
+            return
+        if exists:
+            self.book.resolved.put(rec.intent, rec, self.clock())
+        if live:
+            if rec.phase == Phase.SUBMITTING:
+                # Acknowledged (or maybe not): poll it by id, else reconcile.
+                rec.phase = Phase.ACTIVE if rec.order_id else Phase.UNKNOWN
+            self.book.track(rec)
+            self._schedule(rec, progressed=True)
+
+    def _retire_amended(self, previous: ExitRecord, rec: ExitRecord) -> None:
+        """An edit kept the order's id (an in-place amend): one order, one record.
+
+        The amended order's record retires without settling (no hooks: the order
+        is not final); the edit carries its fills and takes over its books.
+        """
+        with self.book.mutex:
+            if previous.settled:
+                return
+            previous.settled = True
+            previous.phase = Phase.SETTLED
+            rec.filled, rec.base_fee = previous.filled, previous.base_fee
+        self.book.untrack(previous)
+        self.book.drop_sell(previous)
+        if previous.ledger_reserved:
+            self.book.ledger_add(previous.market.base, previous.ledger_reserved)
+            previous.ledger_reserved = ZERO
 
     def _finish_call(self, rec: ExitRecord, error: BaseException | None) -> None:
         """End the exit's span with how the call ended."""

@@ -82,6 +82,8 @@ class Guard:
         self.is_async = _is_async_client(client)
         driver_type = AsyncDriver if self.is_async else SyncDriver
         self.driver: Any = driver_type(self.engine, client, self.backend, self.hooks, self.book)
+        self.engine.wake = self.driver.tracker.wake
+        self.book.engines.add(self.engine)
         self.closed = False
 
     def _shared_book(self, url: str) -> tuple[Book, Backend]:
@@ -189,8 +191,24 @@ class Guard:
         await self.driver.tracker.aclose()
         self._warn_in_flight()
 
+    def _hand_over(self) -> None:
+        """Orders this guard tracked go to another guard of the account, if one is open."""
+        self.book.engines.discard(self.engine)
+        heirs = [e for e in list(self.book.engines) if e is not self.engine]
+        if not heirs:
+            return
+        heir = heirs[0]
+        moved = False
+        for rec in self.book.tracked_records():
+            if rec.owner is self.engine:
+                rec.owner = heir
+                moved = True
+        if moved:
+            heir.wake()
+
     def _warn_in_flight(self) -> None:
-        if self.book.tracked_records():
+        self._hand_over()
+        if any(r.owner is self.engine for r in self.book.tracked_records()):
             log.warning(
                 "guard closed with exits in flight; their symbols stay locked",
                 extra={"nija_guard": {"event": "closed_in_flight", "account": self.account}},
@@ -291,9 +309,7 @@ def _async_observed_method(attr: str, name: str) -> Callable[..., Any]:
         g = self._self_guard
         if g.book.tracked:
             try:
-                await g.driver.run(
-                    g.engine.observe(name, args or tuple(kwargs.values())[:1], result)
-                )
+                await g.driver.run(g.engine.observe(name, args, result, kwargs))
             except Exception:
                 log.exception(
                     "could not learn from %s",
@@ -313,7 +329,7 @@ def _observed_method(attr: str, name: str) -> Callable[..., Any]:
         g = self._self_guard
         if g.book.tracked:
             try:
-                g.driver.run(g.engine.observe(name, args or tuple(kwargs.values())[:1], result))
+                g.driver.run(g.engine.observe(name, args, result, kwargs))
             except Exception:
                 log.exception(
                     "could not learn from %s",

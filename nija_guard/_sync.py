@@ -72,7 +72,7 @@ class SyncDriver:
             except StopIteration as stop:
                 return stop.value
             except BaseException as exc:
-                if not isinstance(exc, Exception):
+                if not isinstance(exc, Exception) or self.book.tracked:
                     # Interrupted: the engine may have left an UNKNOWN record for the tracker.
                     self.tracker.wake()
                 raise
@@ -211,7 +211,7 @@ class Tracker:
     def _poll(self, rec: Any) -> None:
         try:
             self.driver.run(self.driver.engine.poll(rec))
-        except Exception:
+        except BaseException:  # even a hook's SystemExit must not end tracking
             log.exception(
                 "tracker poll failed",
                 extra={"nija_guard": {"event": "poll_failed", "exit_id": rec.exit.exit_id}},
@@ -219,6 +219,16 @@ class Tracker:
             self.driver.engine._schedule(rec, progressed=False)
 
     def _loop(self) -> None:
+        try:
+            self._track()
+        finally:
+            # However the loop ended (even by SystemExit from a hook), the next
+            # wake() must be able to start a new one.
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _track(self) -> None:
         engine = self.driver.engine
         spacing = 1.0 / engine.options.max_polls_per_second
         while True:

@@ -286,7 +286,7 @@ class PaperExchange(Exchange):  # type: ignore[misc]
                 "timestamp": o.timestamp,
                 "datetime": self.iso8601(o.timestamp),
                 "lastTradeTimestamp": o.last_trade_timestamp,
-                "lastUpdateTimestamp": o.last_trade_timestamp or o.timestamp,
+                "lastUpdateTimestamp": o.updated_timestamp or o.timestamp,
                 "symbol": o.symbol,
                 "type": o.type,
                 "timeInForce": "IOC" if o.type == "market" else "GTC",

@@ -81,6 +81,7 @@ class VenueOrder:
     fee: Decimal = ZERO
     fee_currency: str | None = None
     last_trade_timestamp: int | None = None
+    updated_timestamp: int | None = None  # the last change: a fill, a cancel, an expiry
     reduce_only: bool = False
     # A stop-loss sell triggers when the price falls to its trigger ("down"),
     # a take-profit sell when it rises to it ("up").
@@ -277,6 +278,7 @@ class Venue:
             return order
 
     def _changed(self, order: VenueOrder) -> None:
+        order.updated_timestamp = self.now_ms()
         for listener in self.listeners:
             listener(order)
 
