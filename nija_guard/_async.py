@@ -220,10 +220,10 @@ class AsyncTracker:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if self.loop is None:
+        if self.loop is None or self.loop.is_closed():
             if loop is None:
-                return  # never ran on a loop: the next call on the loop starts tracking
-            self.loop = loop
+                return  # not on a loop: the next call on one starts tracking
+            self.loop = loop  # the first loop, or a new one after it closed
         if loop is self.loop:
             self._start()
         elif not self.loop.is_closed():

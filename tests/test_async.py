@@ -418,3 +418,74 @@ def test_async_bad_input_is_refused_before_any_call() -> None:
             no_leaks(ex)
 
     run(main())
+
+
+def test_pro_order_entry_over_the_stream_is_guarded(recorder: Recorder) -> None:
+    async def main() -> None:
+        paper = AsyncPaperExchange(balances={"BTC": 1}, stream=True)
+        async with guarded(paper, recorder) as ex:
+            order = await ex.create_order_ws("BTC/USDT", "market", "sell", 5)
+            assert order["amount"] == pytest.approx(1)  # clamped
+            assert order["clientOrderId"].startswith("njg")
+            with pytest.raises(nija_guard.NothingToSell):
+                await ex.createOrderWs("BTC/USDT", "market", "sell", 1)
+            assert len(recorder.named("exit_requested")) == 2
+
+    run(main())
+
+
+def test_real_pro_classes_get_coroutine_guards() -> None:
+    import inspect
+
+    import ccxt.pro
+
+    from nija_guard._guard import proxy_class
+
+    for exchange_id in ("binance", "bybit", "okx", "kraken"):
+        cls = getattr(ccxt.pro, exchange_id)
+        cls()  # camelCase aliases appear on first construction
+        proxy = proxy_class(cls)
+        for name in (
+            "create_order",
+            "create_order_ws",
+            "edit_order_ws",
+            "createOrderWs",
+            "create_market_sell_order",
+        ):
+            assert inspect.iscoroutinefunction(vars(proxy)[name]), (exchange_id, name)
+
+
+def test_one_guarded_client_shared_by_threads_with_their_own_loops() -> None:
+    """One guard object used from four threads, each running its own event loop."""
+    markets = many_markets(10)
+    paper = AsyncPaperExchange(markets=markets, balances={m.base: 2 for m in markets.values()})
+    ex = guarded(paper, ownership="ledger", ledger_seed={m.base: 1 for m in markets.values()})
+    barrier = threading.Barrier(4)
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def worker() -> None:
+        async def main() -> None:
+            barrier.wait()
+
+            async def sell(symbol: str) -> None:
+                try:
+                    await ex.create_market_sell_order(symbol, 1)
+                    result = "sold"
+                except (nija_guard.ExitInProgress, nija_guard.NothingToSell) as exc:
+                    result = type(exc).__name__
+                with lock:
+                    outcomes[result] += 1
+
+            await asyncio.gather(*(sell(s) for s in list(markets) * 3))
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes["sold"] == 10 and sum(outcomes.values()) == 4 * 30
+    assert set(Counter(o.symbol for o in paper.sell_orders()).values()) == {1}
+    no_leaks(ex)

@@ -140,6 +140,20 @@ class AsyncPaperExchange(AsyncExchange):  # type: ignore[misc]
             if not loop.is_closed():
                 loop.call_soon_threadsafe(queue.put_nowait, update)
 
+    async def create_order_ws(
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: float,
+        price: float | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """ccxt.pro's order entry over the stream (here: the same venue call)."""
+        if not self.stream:
+            raise NotImplementedError("AsyncPaperExchange(stream=True) speaks create_order_ws")
+        return await self._forward("create_order", symbol, type, side, amount, price, params)
+
     async def watch_orders(
         self,
         symbol: str | None = None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
@@ -152,7 +153,9 @@ class Venue:
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
-        self._history: list[_Snapshot] = []
+        # (when, free or used, asset, value before): what a lagged reader rolls back
+        self._changes: deque[tuple[int, bool, str, Decimal]] = deque()
+        self._base_ms = self.now_ms()
         self._by_client_id: dict[str, VenueOrder] = {}  # newest order per client id
         self._record_balance()
 
@@ -161,30 +164,38 @@ class Venue:
         return int(self.clock() * 1000)
 
     def _record_balance(self) -> None:
-        snap = _Snapshot(self.now_ms(), dict(self.free), dict(self.used))
-        if self._history and self._history[-1].timestamp == snap.timestamp:
-            self._history[-1] = snap
-        else:
-            self._history.append(snap)
-        # Keep what a lagged reader may still need, and a little more.
-        horizon = snap.timestamp - int(max(self.balance_lag, 1.0) * 1000) * 4
-        while len(self._history) > 2 and self._history[1].timestamp <= horizon:
-            self._history.pop(0)
+        """Forget changes no lagged reader can still need."""
+        horizon = self.now_ms() - int(max(self.balance_lag, 1.0) * 1000) * 4
+        changes = self._changes
+        while changes and changes[0][0] <= horizon:
+            self._base_ms = changes.popleft()[0]
 
     def _adjust(self, bucket: dict[str, Decimal], asset: str, delta: Decimal) -> None:
-        bucket[asset] = bucket.get(asset, ZERO) + delta
+        old = bucket.get(asset, ZERO)
+        bucket[asset] = old + delta
+        if self.balance_lag > 0:
+            # A change log, not snapshots: a venue can hold 10,000 assets.
+            self._changes.append((self.now_ms(), bucket is self.free, asset, old))
 
     def balance(self) -> _Snapshot:
-        """The balance as the account endpoint reports it (``balance_lag`` applies)."""
+        """The balance as the account endpoint reports it.
+
+        With ``balance_lag`` it is the balance of ``balance_lag`` seconds ago,
+        stamped with the time of the last change it includes (lag applies to
+        changes made while it is set).
+        """
         with self.lock:
+            free, used = dict(self.free), dict(self.used)
             if self.balance_lag <= 0:
-                return _Snapshot(self.now_ms(), dict(self.free), dict(self.used))
+                return _Snapshot(self.now_ms(), free, used)
             cutoff = self.now_ms() - int(self.balance_lag * 1000)
-            chosen = self._history[0]
-            for snap in self._history:
-                if snap.timestamp <= cutoff:
-                    chosen = snap
-            return _Snapshot(chosen.timestamp, dict(chosen.free), dict(chosen.used))
+            stamp = self._base_ms
+            for ts, is_free, asset, old in reversed(self._changes):
+                if ts <= cutoff:
+                    stamp = ts
+                    break
+                (free if is_free else used)[asset] = old
+            return _Snapshot(stamp, free, used)
 
     def holdings(self, asset: str) -> Decimal:
         """The true total of ``asset`` right now (no lag): what tests assert on."""
