@@ -152,7 +152,10 @@ class AsyncPaperExchange(AsyncExchange):  # type: ignore[misc]
         """ccxt.pro's order entry over the stream (here: the same venue call)."""
         if not self.stream:
             raise NotImplementedError("AsyncPaperExchange(stream=True) speaks create_order_ws")
-        return await self._forward("create_order", symbol, type, side, amount, price, params)
+        order: dict[str, Any] = await self._forward(
+            "create_order", symbol, type, side, amount, price, params
+        )
+        return order
 
     async def watch_orders(
         self,
