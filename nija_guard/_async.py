@@ -29,6 +29,7 @@ from ._engine import (
     Acquire,
     Ask,
     Call,
+    Collect,
     Engine,
     FetchBalance,
     Flow,
@@ -111,6 +112,8 @@ class AsyncDriver:
             return await self._notify(effect)
         if kind is Ask:
             return await self._ask(effect)
+        if kind is Collect:
+            return await self.hooks.collect_async(effect.hook, dict(effect.kwargs))
         if kind is Acquire:
             return self._backend(lambda: self.backend.acquire(effect.key, effect.owner, None))
         if kind is Release:

@@ -34,6 +34,7 @@ from ._adapter import CcxtAdapter, EntryPoint, OrderCall
 from ._backend import JournalEntry, Lease
 from ._book import ACCOUNT_WIDE, Book, ExitRecord
 from ._errors import (
+    BackendUnavailable,
     DustPosition,
     ExitInProgress,
     ExitVetoed,
@@ -42,7 +43,18 @@ from ._errors import (
     OutcomeUnknown,
 )
 from ._hooks import Hooks
-from ._model import ZERO, Exit, MarketInfo, OrderView, Outcome, Phase, outcome_of, redact, to_float
+from ._model import (
+    ZERO,
+    Exit,
+    MarketInfo,
+    OrderView,
+    Outcome,
+    Phase,
+    outcome_of,
+    redact,
+    to_decimal,
+    to_float,
+)
 from ._options import ON_CONFLICT, Options
 from ._telemetry import Telemetry
 
@@ -107,6 +119,15 @@ class Ask:
 
 
 @dataclass(frozen=True, slots=True)
+class Collect:
+    """Call every implementation of a policy hook; returns ``[(plugin, result or exception)]``."""
+
+    hook: str
+    kwargs: Mapping[str, Any]
+    span: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class Acquire:
     """Take the backend lease of ``key``; returns a Lease, or None if another process holds it."""
 
@@ -132,7 +153,17 @@ class Track:
 
 
 Effect = (
-    Call | FetchBalance | WaitRelease | Sleep | Notify | Ask | Acquire | Release | Journal | Track
+    Call
+    | FetchBalance
+    | WaitRelease
+    | Sleep
+    | Notify
+    | Ask
+    | Collect
+    | Acquire
+    | Release
+    | Journal
+    | Track
 )
 Flow = Generator[Effect, Any, T]
 
@@ -244,14 +275,14 @@ class Engine:
                 return retried
             veto = yield from self._ask(rec, "nija_guard_exit_veto", exit=rec.exit)
             if veto:
-                rec.exit = rec.exit.evolve(outcome=Outcome.VETOED, reason=str(veto))
-                raise ExitVetoed(f"exit vetoed: {veto}", exit=rec.exit)
+                yield from self._vetoed(rec, str(veto))
 
             # 4. Balance refresh: holdings fetched after this exit was admitted.
             sellable = yield from self._refresh_holdings(rec)
 
             # 5 and 7. Clamp to holdings (and to the ledger), rounded down; dust refused.
             amount = yield from self._clamp(rec, call, sellable)
+            amount = yield from self._policy_amount(rec, amount)
 
             # 6. A client order id of the guard's, journaled before anything is sent.
             cid = (
@@ -264,6 +295,10 @@ class Engine:
             self._reserve(rec)
             yield from self._journal(rec, "intent")
             return None
+        except BackendUnavailable as error:
+            yield from self._abandon(rec)
+            yield from self._notify(rec, "nija_guard_backend_failed", exit=rec.exit, error=error)
+            raise
         except BaseException:
             yield from self._abandon(rec)
             raise
@@ -661,6 +696,62 @@ class Engine:
             )
         return amount
 
+    def _policy_amount(self, rec: ExitRecord, amount: Decimal) -> Flow[Decimal]:
+        """``nija_guard_exit_amount``: plugins may lower the amount, never raise it."""
+        hook = "nija_guard_exit_amount"
+        if not self.hooks.wants(hook):
+            return amount
+        proposed = rec.exit.evolve(amount=to_float(amount))
+        results = yield Collect(hook, {"exit": proposed, "amount": float(amount)}, rec.span)
+        lowest, by = amount, None
+        for plugin, result in results:
+            if isinstance(result, BaseException):
+                yield from self._vetoed(
+                    rec, f"amount hook of {plugin} raised {type(result).__name__}"
+                )
+            if result is None:
+                continue
+            value = to_decimal(result)
+            if value is None or value < 0:
+                yield from self._vetoed(rec, f"amount hook of {plugin} returned {result!r}")
+                continue
+            if value > amount:
+                log.warning(
+                    "amount hook of %s asked to raise %s to %s; ignored",
+                    plugin,
+                    amount,
+                    value,
+                    extra=self._log_fields(rec, "amount_raise_ignored"),
+                )
+            elif value < lowest:
+                lowest, by = value, plugin
+        if by is None:
+            return amount
+        lowered = rec.market.floor_amount(lowest)
+        price = to_decimal(rec.exit.price) or self.book.prices.get(rec.exit.symbol, self.clock())
+        why = rec.market.below_minimum(lowered, price)
+        if lowered <= 0 or why is not None:
+            yield from self._vetoed(
+                rec, f"amount hook of {by} lowered the sell to {lowest}: {why or 'zero'}"
+            )
+        yield from self._notify(
+            rec,
+            "nija_guard_quantity_clamped",
+            exit=rec.exit.evolve(amount=float(lowered)),
+            requested_amount=float(amount),
+            amount=float(lowered),
+            sellable=float(rec.sellable if rec.sellable is not None else amount),
+            reason="policy",
+        )
+        return lowered
+
+    def _vetoed(self, rec: ExitRecord, reason: str) -> Flow[None]:
+        """A policy said no: tell observers, then refuse. Nothing is sent."""
+        rec.exit = rec.exit.evolve(outcome=Outcome.VETOED, reason=reason)
+        log.info("exit of %s vetoed: %s", rec.key, reason, extra=self._log_fields(rec, "vetoed"))
+        yield from self._notify(rec, "nija_guard_exit_vetoed", exit=rec.exit, reason=reason)
+        raise ExitVetoed(f"exit vetoed: {reason}", exit=rec.exit)
+
     def _price(self, rec: ExitRecord, fresh: bool = False) -> Flow[Decimal | None]:
         """A price: for the minimum-cost check a recent fill's will do, else one ticker fetch."""
         symbol = rec.exit.symbol
@@ -910,6 +1001,12 @@ class Engine:
                     if not dropped:
                         if self.book.claim_settlement(rec):
                             self.book.not_placed.put(rec.intent, rec.client_order_id, self.clock())
+                            yield from self._notify(
+                                rec,
+                                "nija_guard_outcome_resolved",
+                                exit=rec.exit.evolve(outcome=Outcome.NOT_PLACED),
+                                order=None,
+                            )
                             yield from self._settle(rec, None, Outcome.NOT_PLACED)
                         return "absent", None
                 if self.clock() >= deadline:
@@ -1001,6 +1098,9 @@ class Engine:
             extra=self._log_fields(rec, "reconciled"),
         )
         yield from self._journal(rec, "submitted")
+        yield from self._notify(
+            rec, "nija_guard_outcome_resolved", exit=rec.exit, order=dict(view.raw)
+        )
         yield from self._apply(rec, view)
 
     def _reconcile_prior(self, prior: ExitRecord, rec: ExitRecord) -> Flow[None]:

@@ -182,6 +182,7 @@ class Guard:
         self.closed = True
         self.driver.tracker.close()
         self._warn_in_flight()
+        self._closed_hook()
 
     async def aclose(self) -> None:
         """Async guards: cancel the tracker tasks and wait for them to end."""
@@ -190,6 +191,22 @@ class Guard:
         self.closed = True
         await self.driver.tracker.aclose()
         self._warn_in_flight()
+        for hook, plugin, awaitable in self._closed_hook():
+            try:
+                await awaitable
+            except Exception as exc:
+                self.hooks._failed(hook, plugin, exc)
+
+    def _closed_hook(self) -> list[Any]:
+        """Tell plugins; returns awaitables an async guard awaits."""
+        pending = self.hooks.notify("nija_guard_guard_closed", {"account": self.account})
+        if not self.is_async:
+            for _, _, awaitable in pending:
+                close = getattr(awaitable, "close", None)
+                if close is not None:
+                    close()
+            return []
+        return pending
 
     def _hand_over(self) -> None:
         """Orders this guard tracked go to another guard of the account, if one is open."""

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
@@ -29,24 +30,28 @@ _entrypoint_plugins: list[tuple[str, Any]] | None = None
 
 
 def _entrypoint_plugins_once() -> list[tuple[str, Any]]:
-    """Plugins published in the ``nija_guard`` entry-point group, loaded once per process."""
+    """Plugins published in the ``nija_guard`` entry-point group, loaded once per process.
+
+    Each is loaded on its own: one that fails to import is logged and skipped,
+    and never keeps the others from loading. Blocked names are not imported.
+    """
     global _entrypoint_plugins
     with _entrypoint_lock:
         if _entrypoint_plugins is None:
-            probe = pluggy.PluginManager(PROJECT)
-            probe.add_hookspecs(hookspecs)
-            for name in _blocked():
-                probe.set_blocked(name)
-            try:
-                probe.load_setuptools_entrypoints(PROJECT)
-            except Exception:
-                log.exception(
-                    "loading nija_guard entry points failed",
-                    extra={"nija_guard": {"event": "plugin_load_failed"}},
-                )
-            _entrypoint_plugins = [
-                (name, plugin) for name, plugin in probe.list_name_plugin() if plugin is not None
-            ]
+            blocked = set(_blocked())
+            loaded: list[tuple[str, Any]] = []
+            for entry in entry_points(group=PROJECT):
+                if entry.name in blocked or any(name == entry.name for name, _ in loaded):
+                    continue
+                try:
+                    loaded.append((entry.name, entry.load()))
+                except Exception:
+                    log.exception(
+                        "nija_guard plugin %s failed to load; the others load on",
+                        entry.name,
+                        extra={"nija_guard": {"event": "plugin_load_failed", "plugin": entry.name}},
+                    )
+            _entrypoint_plugins = loaded
         return list(_entrypoint_plugins)
 
 
@@ -120,6 +125,37 @@ class Hooks:
     def ask(self, name: str, kwargs: dict[str, Any]) -> Any:
         """Call a firstresult policy hook; its exceptions propagate."""
         return getattr(self.pm.hook, name)(**kwargs)
+
+    def collect(self, name: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Every implementation's result (or exception), for a policy hook; never raises.
+
+        A coroutine result is closed and reported as an error: a sync guard cannot await it.
+        """
+        results: list[tuple[str, Any]] = []
+        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            try:
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception as exc:
+                result = exc
+            if inspect.isawaitable(result):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                result = TypeError("an async hook on a sync guard")
+            results.append((impl.plugin_name, result))
+        return results
+
+    async def collect_async(self, name: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+        results: list[tuple[str, Any]] = []
+        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            try:
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                result = exc
+            results.append((impl.plugin_name, result))
+        return results
 
     async def ask_async(self, name: str, kwargs: dict[str, Any]) -> Any:
         """A firstresult hook whose implementations may be coroutines.

@@ -73,8 +73,9 @@ def nija_guard_quantity_clamped(
 
     :param requested_amount: what the bot asked to sell.
     :param amount: what will be submitted: ``floor(min(requested, sellable) / step) * step``.
-    :param reason: ``"holdings"`` (clamped to what is held or owned) or
-        ``"precision"`` (rounded down to the market's amount step).
+    :param reason: ``"holdings"`` (clamped to what is held or owned),
+        ``"precision"`` (rounded down to the market's amount step) or
+        ``"policy"`` (lowered by ``nija_guard_exit_amount``).
     May not raise.
     """
 
@@ -109,6 +110,16 @@ def nija_guard_outcome_unknown(exit: Exit, error: BaseException) -> None:
 
 
 @hookspec
+def nija_guard_outcome_resolved(exit: Exit, order: dict[str, Any] | None) -> None:
+    """An unknown outcome was reconciled with exchange evidence: the all-clear.
+
+    :param order: the order found on the exchange, or None when the guard
+        established that none was placed (``exit.outcome`` is then ``not_placed``).
+    May not raise.
+    """
+
+
+@hookspec
 def nija_guard_order_filled(exit: Exit, order: dict[str, Any], amount: float) -> None:
     """New fills of the exit's order were observed.
 
@@ -138,6 +149,32 @@ def nija_guard_position_flushed(exit: Exit, symbol: str) -> None:
     """
 
 
+@hookspec
+def nija_guard_exit_vetoed(exit: Exit, reason: str) -> None:
+    """A policy hook refused the exit (``nija_guard_exit_veto`` or ``nija_guard_exit_amount``).
+
+    :param reason: the plugin's reason, as :class:`nija_guard.ExitVetoed` carries it.
+    Nothing was sent. May not raise.
+    """
+
+
+@hookspec
+def nija_guard_backend_failed(exit: Exit, error: BaseException) -> None:
+    """The lock backend failed or could not be reached; the exit fails closed.
+
+    :param error: the :class:`nija_guard.BackendUnavailable` the exit raises.
+    Nothing was sent. May not raise.
+    """
+
+
+@hookspec
+def nija_guard_guard_closed(account: str) -> None:
+    """A guard of ``account`` was closed (``close()``, ``aclose()`` or leaving ``with``).
+
+    Plugins with their own workers flush here. May not raise.
+    """
+
+
 @hookspec(firstresult=True)
 def nija_guard_exit_veto(exit: Exit) -> str | None:
     """Policy: return a reason to refuse the exit (nothing is sent), or None.
@@ -145,4 +182,19 @@ def nija_guard_exit_veto(exit: Exit) -> str | None:
     Runs after the close lock is taken and before any broker call. The first
     non-None result wins and the exit raises :class:`nija_guard.ExitVetoed`.
     A hook that raises vetoes the exit (the guard fails closed).
+    """
+
+
+@hookspec
+def nija_guard_exit_amount(exit: Exit, amount: float) -> float | None:
+    """Policy: return a lower amount to sell, or None to leave it.
+
+    Runs after the clamp, before anything is sent; every implementation is
+    called and the lowest result wins, rounded down to the market's step. An
+    amount may only be lowered: a higher one is ignored (and logged). A result
+    of 0, a negative or non-numeric one, or one below the market's minimum
+    vetoes the exit (:class:`nija_guard.ExitVetoed`, nothing sent); so does a
+    hook that raises.
+
+    :param amount: what the guard would submit (``exit.amount``).
     """

@@ -6,11 +6,13 @@
 
 from ._async_paper import AsyncPaperExchange
 from ._paper import Fault, PaperExchange
+from ._recorder import HookRecorder
 from ._venue import Market, Venue, VenueOrder, VenueTrade
 
 __all__ = [
     "AsyncPaperExchange",
     "Fault",
+    "HookRecorder",
     "Market",
     "PaperExchange",
     "Venue",
