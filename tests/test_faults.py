@@ -196,6 +196,7 @@ def test_balance_fetch_failure_sends_nothing(ex: Any, paper: PaperExchange) -> N
 def test_settled_fires_exactly_once_when_the_fill_is_reported_twice(
     ex: Any, paper: PaperExchange, recorder: Any
 ) -> None:
+    """The same final fill seen by the bot, the tracker and a listing (freqtrade#13331)."""
     order = ex.create_limit_sell_order("BTC/USDT", 0.5, 60_000)
     paper.fill(order["id"])
     # The bot, the tracker and a cancel all report the same final order.
