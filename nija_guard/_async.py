@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
-
-from opentelemetry import trace
 
 from ._backend import Backend
 from ._book import BalanceFlight, Book, ExitRecord
@@ -42,6 +41,7 @@ from ._engine import (
 )
 from ._errors import BackendUnavailable
 from ._hooks import Hooks
+from ._sync import _inside
 
 __all__ = ["AsyncDriver"]
 
@@ -99,7 +99,12 @@ class AsyncDriver:
         kind = type(effect)
         if kind is Call:
             self.calls[effect.purpose] = self.calls.get(effect.purpose, 0) + 1
-            result = getattr(self.client, effect.method)(*effect.args, **effect.kwargs)
+            method = getattr(self.client, effect.method)
+            if effect.span is not None and effect.span.is_recording():
+                with _inside(effect.span):  # the task's own context: safe across the await
+                    result = method(*effect.args, **effect.kwargs)
+                    return (await result) if inspect.isawaitable(result) else result
+            result = method(*effect.args, **effect.kwargs)
             return (await result) if inspect.isawaitable(result) else result
         if kind is FetchBalance:
             return await self._fetch_balance(effect)
@@ -172,7 +177,7 @@ class AsyncDriver:
 
     async def _notify(self, effect: Notify) -> None:
         if effect.span is not None:
-            with trace.use_span(effect.span, end_on_exit=False):
+            with _inside(effect.span):
                 pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
         else:
             pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
@@ -199,6 +204,14 @@ class AsyncDriver:
             raise BackendUnavailable(
                 f"lock backend {self.backend.url} failed: {type(exc).__name__}"
             ) from exc
+
+
+def _detached(coro: Any, name: str) -> asyncio.Task[None]:
+    """A task in an empty context: it must not run inside the span of whichever
+    exit happened to start it (its spans link to their exits instead)."""
+    loop = asyncio.get_running_loop()
+    task: asyncio.Task[None] = contextvars.Context().run(loop.create_task, coro, name=name)
+    return task
 
 
 class AsyncTracker:
@@ -239,14 +252,10 @@ class AsyncTracker:
             self._woken = asyncio.Event()
         self._woken.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="nija-guard-tracker"
-            )
+            self._task = _detached(self._run(), "nija-guard-tracker")
         has = getattr(self.driver.client, "has", None) or {}
         if has.get("watchOrders") and (self._watch is None or self._watch.done()):
-            self._watch = asyncio.get_running_loop().create_task(
-                self._stream(), name="nija-guard-watch-orders"
-            )
+            self._watch = _detached(self._stream(), "nija-guard-watch-orders")
 
     async def _run(self) -> None:
         engine = self.driver.engine

@@ -102,7 +102,10 @@ class ExitRecord:
     reconciler: ExitRecord | None = None
     replacer: ExitRecord | None = None
     ledger_reserved: Decimal = ZERO
-    span: Any = None
+    span: Any = None  # the exit span, while the bot's call runs
+    span_context: Any = None  # what background spans link to
+    stages: list[Any] = field(default_factory=list)  # open stage spans, innermost last
+    started: float = 0.0
     last_order: OrderView | None = None
     settled_mono: float | None = None
     error: BaseException | None = None

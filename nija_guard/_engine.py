@@ -73,6 +73,7 @@ class Call:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     purpose: str = "call"
+    span: Any = None  # the stage span a client instrumentation should nest under
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,13 +308,13 @@ class Engine:
         rec.phase = Phase.SUBMITTING
         rec.caller_waiting = True
         rec.submitted_ms, rec.submitted_mono = _now_ms(), self.clock()
-        span = self.telemetry.child(rec.span, "nija_guard.submit")
+        span = self._stage(rec, "nija_guard.submit")
         try:
-            reply = yield Call(method, (), kwargs, purpose="submit")
+            reply = yield Call(method, (), kwargs, purpose="submit", span=self._span_of(rec))
         except BaseException as error:
-            span.end()
+            self._end_stage(rec, span)
             return (yield from self._submit_failed(rec, error))
-        span.end()
+        self._end_stage(rec, span)
         return (yield from self._submitted(rec, reply))
 
     def _submitted(self, rec: ExitRecord, reply: Any) -> Flow[OrderView]:
@@ -356,6 +357,10 @@ class Engine:
             # Reconciled right here, unless cancelled: then by the tracker.
             rec.reconciler = None if cancelled else rec
         self.book.track(rec)
+        self.telemetry.count("unknown")
+        self.telemetry.event(
+            self._span_of(rec), "nija_guard.outcome_unknown", {"error.type": type(error).__name__}
+        )
         # Should this call end without an answer, the tracker takes over.
         self._schedule(rec, progressed=True)
         if cancelled:
@@ -402,8 +407,9 @@ class Engine:
                 f"params['nija_guard']['on_conflict'] must be one of {ON_CONFLICT}"
             )
         timeout = call.guard_options.get("wait_timeout", self.options.wait_timeout)
-        deadline = self.clock() + float(timeout)
-        span = self.telemetry.child(rec.span, "nija_guard.lock_wait")
+        waiting_since = self.clock()
+        deadline = waiting_since + float(timeout)
+        span = self._stage(rec, "nija_guard.lock_wait")
         try:
             while True:
                 retried = self._retry_of(rec)
@@ -465,7 +471,8 @@ class Engine:
                     )
                 yield WaitRelease(holder.key, admission.generation, remaining)
         finally:
-            span.end()
+            self._end_stage(rec, span)
+            self.telemetry.record("lock_wait", self.clock() - waiting_since)
 
     def _retry_of(self, rec: ExitRecord) -> OrderView | None:
         """A repeat of an exit whose outcome was unknown and turned out executed."""
@@ -493,11 +500,14 @@ class Engine:
             if holder.replacer is not None or holder.settled:
                 return False
             holder.replacer = rec
-        span = self.telemetry.child(rec.span, "nija_guard.replace")
+        span = self._stage(rec, "nija_guard.replace")
         try:
             try:
                 reply = yield Call(
-                    "cancel_order", (holder.order_id, holder.exit.symbol), purpose="cancel"
+                    "cancel_order",
+                    (holder.order_id, holder.exit.symbol),
+                    purpose="cancel",
+                    span=self._span_of(rec),
                 )
                 view = self._view_or_none(reply)
                 if view is not None and view.is_final:
@@ -515,6 +525,7 @@ class Engine:
                         "fetch_order",
                         (holder.order_id, holder.exit.symbol),
                         purpose="confirm_cancel",
+                        span=self._span_of(rec),
                     )
                     view = self._view_or_none(reply)
                 except ccxt.BaseError:
@@ -534,7 +545,7 @@ class Engine:
             with self.book.mutex:
                 if holder.replacer is rec:
                     holder.replacer = None
-            span.end()
+            self._end_stage(rec, span)
 
     def _adopt(self, rec: ExitRecord) -> Flow[ExitRecord | None]:
         """After a restart, our own resting exits found on the exchange hold the lock."""
@@ -546,7 +557,9 @@ class Engine:
                 return None
             self.book.adopted.add(symbol)
         try:
-            replies = yield Call("fetch_open_orders", (symbol,), purpose="adopt")
+            replies = yield Call(
+                "fetch_open_orders", (symbol,), purpose="adopt", span=self._span_of(rec)
+            )
         except ccxt.NotSupported:
             return None
         except BaseException as error:
@@ -593,11 +606,11 @@ class Engine:
     # 4 and 5. Balance refresh and clamp
     # =====================================================================================
     def _refresh_holdings(self, rec: ExitRecord) -> Flow[Decimal]:
-        span = self.telemetry.child(rec.span, "nija_guard.balance_refresh")
+        span = self._stage(rec, "nija_guard.balance_refresh")
         try:
             balance, started_ms = yield FetchBalance(rec.ticket)
         finally:
-            span.end()
+            self._end_stage(rec, span)
         base = rec.market.base
         free, total, stamp = self.adapter.holdings(balance, base)
         # A snapshot older than our own latest sells still counts them as held.
@@ -661,6 +674,8 @@ class Engine:
                 # The request itself is too small: not dust, a bad order.
                 raise ccxt.InvalidOrder(f"{rec.exit.method}(): {why} of {rec.key}")
             rec.exit = rec.exit.evolve(outcome=Outcome.DUST, reason=why)
+            self.telemetry.count("dust")
+            self.telemetry.event(self._span_of(rec), "nija_guard.dust", {"nija_guard.reason": why})
             if self.book.dust.get(rec.key, self.clock()) != sellable:
                 self.book.dust.put(rec.key, sellable, self.clock())
                 log.warning(
@@ -677,6 +692,16 @@ class Engine:
         self.book.dust.pop(rec.key)
         if requested is not None and amount != requested:
             reason = "holdings" if limit < requested else "precision"
+            self.telemetry.count("clamps", reason=reason)
+            self.telemetry.event(
+                self._span_of(rec),
+                "nija_guard.clamped",
+                {
+                    "nija_guard.requested_amount": float(requested),
+                    "nija_guard.amount": float(amount),
+                    "nija_guard.reason": reason,
+                },
+            )
             log.info(
                 "clamped sell of %s from %s to %s (%s)",
                 rec.key,
@@ -702,7 +727,9 @@ class Engine:
         if not self.hooks.wants(hook):
             return amount
         proposed = rec.exit.evolve(amount=to_float(amount))
-        results = yield Collect(hook, {"exit": proposed, "amount": float(amount)}, rec.span)
+        results = yield Collect(
+            hook, {"exit": proposed, "amount": float(amount)}, self._span_of(rec)
+        )
         lowest, by = amount, None
         for plugin, result in results:
             if isinstance(result, BaseException):
@@ -734,6 +761,16 @@ class Engine:
             yield from self._vetoed(
                 rec, f"amount hook of {by} lowered the sell to {lowest}: {why or 'zero'}"
             )
+        self.telemetry.count("clamps", reason="policy")
+        self.telemetry.event(
+            self._span_of(rec),
+            "nija_guard.clamped",
+            {
+                "nija_guard.requested_amount": float(amount),
+                "nija_guard.amount": float(lowered),
+                "nija_guard.reason": "policy",
+            },
+        )
         yield from self._notify(
             rec,
             "nija_guard_quantity_clamped",
@@ -759,7 +796,7 @@ class Engine:
         if known is not None:
             return known
         try:
-            ticker = yield Call("fetch_ticker", (symbol,), purpose="price")
+            ticker = yield Call("fetch_ticker", (symbol,), purpose="price", span=self._span_of(rec))
         except ccxt.BaseError:
             return None
         for key in ("last", "bid", "close"):
@@ -833,7 +870,7 @@ class Engine:
         self.book.untrack(rec)
         if rec.kind == "buy":
             return
-        span = self.telemetry.child(rec.span, "nija_guard.settlement")
+        span = self._stage(rec, "nija_guard.settlement")
         try:
             if view is not None:
                 stamp = view.raw.get("lastUpdateTimestamp") or view.raw.get("lastTradeTimestamp")
@@ -844,6 +881,14 @@ class Engine:
                 self.book.ledger_add(rec.market.base, rec.ledger_reserved - sold)
                 rec.ledger_reserved = ZERO
             rec.exit = rec.exit.evolve(outcome=outcome, filled=float(rec.filled))
+            if rec.submitted_mono is not None and view is not None:
+                self.telemetry.record(
+                    "settlement", self.clock() - rec.submitted_mono, outcome=outcome.value
+                )
+            if span.is_recording():
+                span.set_attributes(
+                    {"nija_guard.outcome": outcome.value, "nija_guard.filled": float(rec.filled)}
+                )
             flushed = self._fully_closed(rec, view)
             if flushed:
                 self._flush(rec)
@@ -866,7 +911,7 @@ class Engine:
                     rec, "nija_guard_position_flushed", exit=rec.exit, symbol=rec.exit.symbol
                 )
         finally:
-            span.end()
+            self._end_stage(rec, span)
             never_placed = outcome in (Outcome.REJECTED, Outcome.NOT_PLACED)
             yield from self._unlock(rec, successor=successor, hand_back=never_placed)
 
@@ -963,12 +1008,17 @@ class Engine:
     def _confirm(self, rec: ExitRecord, view: OrderView) -> Flow[OrderView]:
         try:
             if view.id is not None:
-                reply = yield Call("fetch_order", (view.id, rec.exit.symbol), purpose="confirm")
+                reply = yield Call(
+                    "fetch_order",
+                    (view.id, rec.exit.symbol),
+                    purpose="confirm",
+                    span=self._span_of(rec),
+                )
             else:
                 method, args = self.adapter.lookup_by_client_id(
                     rec.exit.symbol, rec.client_order_id or ""
                 )
-                reply = yield Call(method, args, purpose="confirm")
+                reply = yield Call(method, args, purpose="confirm", span=self._span_of(rec))
             confirmed = self._view_or_none(reply)
         except ccxt.BaseError:
             confirmed = None
@@ -983,7 +1033,7 @@ class Engine:
         Returns ``("found", order)``, ``("absent", None)`` (settled as not placed)
         or ``("unresolved", None)`` (still UNKNOWN and locked).
         """
-        span = self.telemetry.child(rec.span, "nija_guard.reconcile")
+        span = self._stage(rec, "nija_guard.reconcile")
         delay = self.options.poll_interval / 5
         try:
             while True:
@@ -1014,7 +1064,7 @@ class Engine:
                 yield Sleep(max(0.0, min(delay, deadline - self.clock())))
                 delay = min(delay * 2, self.options.poll_max_interval)
         finally:
-            span.end()
+            self._end_stage(rec, span)
 
     def _find(self, rec: ExitRecord) -> Flow[OrderView | None]:
         """Exchange evidence of ``rec``'s order: by client id, open orders, recent trades."""
@@ -1023,7 +1073,9 @@ class Engine:
             return None
         method, args = self.adapter.lookup_by_client_id(symbol, cid)
         try:
-            view = self._view_or_none((yield Call(method, args, purpose="reconcile")))
+            view = self._view_or_none(
+                (yield Call(method, args, purpose="reconcile", span=self._span_of(rec)))
+            )
             if (
                 view is not None
                 and view.client_order_id in (cid, None)
@@ -1033,7 +1085,11 @@ class Engine:
         except ccxt.BaseError:
             pass  # not found, or lookups by client id unsupported: look elsewhere
         try:
-            for reply in (yield Call("fetch_open_orders", (symbol,), purpose="reconcile")) or ():
+            for reply in (
+                yield Call(
+                    "fetch_open_orders", (symbol,), purpose="reconcile", span=self._span_of(rec)
+                )
+            ) or ():
                 view = self._view_or_none(reply)
                 if view is not None and view.client_order_id == cid:
                     return view
@@ -1041,7 +1097,11 @@ class Engine:
             pass
         try:
             since = (rec.submitted_ms or _now_ms()) - 60_000
-            trades = (yield Call("fetch_my_trades", (symbol, since), purpose="reconcile")) or ()
+            trades = (
+                yield Call(
+                    "fetch_my_trades", (symbol, since), purpose="reconcile", span=self._span_of(rec)
+                )
+            ) or ()
         except ccxt.BaseError:
             return None
         candidates = []
@@ -1057,7 +1117,14 @@ class Engine:
         for oid in candidates[-5:]:
             try:
                 view = self._view_or_none(
-                    (yield Call("fetch_order", (oid, symbol), purpose="reconcile"))
+                    (
+                        yield Call(
+                            "fetch_order",
+                            (oid, symbol),
+                            purpose="reconcile",
+                            span=self._span_of(rec),
+                        )
+                    )
                 )
             except ccxt.BaseError:
                 continue
@@ -1085,6 +1152,9 @@ class Engine:
         """An unknown outcome turned out to be a real order: remember it for retries."""
         self._acknowledged(rec, view)
         rec.exit = rec.exit.evolve(outcome=Outcome.RESTING)
+        self.telemetry.event(
+            self._span_of(rec), "nija_guard.reconciled", {"nija_guard.order_status": view.status}
+        )
         with self.book.mutex:
             in_the_dark = not rec.caller_waiting and not rec.caller_informed
         if in_the_dark:
@@ -1153,12 +1223,17 @@ class Engine:
             return
         try:
             if rec.order_id is not None:
-                reply = yield Call("fetch_order", (rec.order_id, rec.exit.symbol), purpose="poll")
+                reply = yield Call(
+                    "fetch_order",
+                    (rec.order_id, rec.exit.symbol),
+                    purpose="poll",
+                    span=self._span_of(rec),
+                )
             else:
                 method, args = self.adapter.lookup_by_client_id(
                     rec.exit.symbol, rec.client_order_id or ""
                 )
-                reply = yield Call(method, args, purpose="poll")
+                reply = yield Call(method, args, purpose="poll", span=self._span_of(rec))
             view = self.adapter.order_view(reply)
         except Exception as error:
             log.debug("poll of %s failed: %s", rec.order_id, type(error).__name__)
@@ -1470,6 +1545,8 @@ class Engine:
             self.adapter.bot_client_order_id(call),
         )
         rec.span = self.telemetry.start_exit(exit_value)
+        rec.span_context = rec.span.get_span_context()
+        rec.started = self.clock()
         return rec
 
     def _exit_value(self, call: OrderCall) -> Exit:
@@ -1534,6 +1611,24 @@ class Engine:
         amount = rec.amount if call.amount is not None else None
         return call.entry.name, call.with_submission(amount, params)
 
+    # -- spans: stages of the exit, or linked background work after its call ------------
+    def _stage(self, rec: ExitRecord, name: str) -> Any:
+        if rec.span is not None:
+            span = self.telemetry.child(rec.span, name)
+        else:
+            span = self.telemetry.background(rec.span_context, name, rec.exit)
+        rec.stages.append(span)
+        return span
+
+    def _end_stage(self, rec: ExitRecord, span: Any) -> None:
+        if span in rec.stages:
+            rec.stages.remove(span)
+        span.end()
+
+    def _span_of(self, rec: ExitRecord) -> Any:
+        """The innermost open span of the exit: hooks and broker calls run inside it."""
+        return rec.stages[-1] if rec.stages else rec.span
+
     def _lease_key(self, rec: ExitRecord) -> str:
         return f"{self.account}/{rec.key}"
 
@@ -1554,16 +1649,20 @@ class Engine:
 
     def _notify(self, rec: ExitRecord, hook: str, **kwargs: Any) -> Flow[None]:
         if self.hooks.wants(hook):
-            yield Notify(hook, kwargs, rec.span)
+            yield Notify(hook, kwargs, self._span_of(rec))
 
     def _ask(self, rec: ExitRecord, hook: str, **kwargs: Any) -> Flow[Any]:
         if not self.hooks.wants(hook):
             return None
-        return (yield Ask(hook, kwargs, rec.span))
+        return (yield Ask(hook, kwargs, self._span_of(rec)))
 
     def _blocked(self, rec: ExitRecord, holder: ExitRecord | None, reason: str) -> Flow[None]:
         rec.exit = rec.exit.evolve(outcome=Outcome.BLOCKED, reason=reason)
         self.book.count("blocked")
+        self.telemetry.count("blocked", reason=reason)
+        self.telemetry.event(
+            self._span_of(rec), "nija_guard.blocked", {"nija_guard.reason": reason}
+        )
         log.info(
             "exit of %s blocked (%s)",
             rec.key,
@@ -1713,7 +1812,7 @@ class Engine:
                 outcome = Outcome.ERROR
             rec.exit = rec.exit.evolve(outcome=outcome)
         if rec.span is not None:
-            self.telemetry.finish_exit(rec.span, rec.exit, error)
+            self.telemetry.finish_exit(rec.span, rec.exit, error, rec.started)
             rec.span = None
 
     def _log_fields(self, rec: ExitRecord, event: str, **more: Any) -> dict[str, Any]:

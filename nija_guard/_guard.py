@@ -69,7 +69,13 @@ class Guard:
         self.account = self.adapter.account_id(client, options.account)
         self.book, self.backend = self._shared_book(options.backend)
         self.hooks = Hooks(options.plugins, options.load_entrypoints)
-        self.telemetry = Telemetry(options.tracer_provider, _version())
+        self.telemetry = Telemetry(
+            options.tracer_provider,
+            options.meter_provider,
+            _version(),
+            exchange=str(getattr(client, "id", None) or type(client).__name__),
+        )
+        self.hooks.on_error = lambda hook: self.telemetry.count("hook_errors", hook=hook)
         self.engine = Engine(
             client=client,
             adapter=self.adapter,

@@ -66,6 +66,7 @@ class Hooks:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.errors = 0
+        self.on_error: Any = None  # called with the hook's name (metrics)
         blocked = _blocked()
         for name in blocked:
             self.pm.set_blocked(name)
@@ -113,6 +114,8 @@ class Hooks:
 
     def _failed(self, name: str, plugin: str, exc: BaseException) -> None:
         self.errors += 1
+        if self.on_error is not None:
+            self.on_error(name)
         log.error(
             "hook %s of plugin %s raised %s; the exit goes on",
             name,

@@ -39,6 +39,13 @@ __all__ = ["SyncDriver"]
 log = logging.getLogger("nija_guard")
 
 
+def _inside(span: Any) -> Any:
+    """Make ``span`` current; errors are the engine's to record, once, on the exit span."""
+    return trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
+
+
 class SyncDriver:
     def __init__(
         self, engine: Engine, client: Any, backend: Backend, hooks: Hooks, book: Book
@@ -87,7 +94,12 @@ class SyncDriver:
     # -- effects ------------------------------------------------------------------------
     def _call(self, effect: Call) -> Any:
         self.calls[effect.purpose] = self.calls.get(effect.purpose, 0) + 1
-        return getattr(self.client, effect.method)(*effect.args, **effect.kwargs)
+        method = getattr(self.client, effect.method)
+        if effect.span is not None and effect.span.is_recording():
+            # An HTTP client instrumentation nests under our stage span.
+            with _inside(effect.span):
+                return method(*effect.args, **effect.kwargs)
+        return method(*effect.args, **effect.kwargs)
 
     def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int]:
         """Single flight: one fetch_balance serves every exit admitted before it started."""
@@ -124,7 +136,7 @@ class SyncDriver:
 
     def _notify(self, effect: Notify) -> None:
         if effect.span is not None:
-            with trace.use_span(effect.span, end_on_exit=False):
+            with _inside(effect.span):
                 pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
         else:
             pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
@@ -137,7 +149,7 @@ class SyncDriver:
     def _ask(self, effect: Ask) -> Any:
         try:
             if effect.span is not None:
-                with trace.use_span(effect.span, end_on_exit=False):
+                with _inside(effect.span):
                     return self.hooks.ask(effect.hook, dict(effect.kwargs))
             return self.hooks.ask(effect.hook, dict(effect.kwargs))
         except Exception as exc:
