@@ -35,13 +35,14 @@ from ._engine import (
     Journal,
     Notify,
     Release,
+    Renew,
+    Scan,
     Sleep,
     Track,
     WaitRelease,
 )
-from ._errors import BackendUnavailable
 from ._hooks import Hooks
-from ._sync import _inside
+from ._sync import _inside, backend_effect
 
 __all__ = ["AsyncDriver"]
 
@@ -74,6 +75,7 @@ class AsyncDriver:
         self.book = book
         self.calls: dict[str, int] = {}
         self.tracker = AsyncTracker(self)
+        self.keeper = AsyncLeaseKeeper(self)
 
     async def run(self, flow: Flow[Any]) -> Any:
         """Drive a flow to its end; its return value or exception is ours."""
@@ -119,12 +121,15 @@ class AsyncDriver:
             return await self._ask(effect)
         if kind is Collect:
             return await self.hooks.collect_async(effect.hook, dict(effect.kwargs))
-        if kind is Acquire:
-            return self._backend(lambda: self.backend.acquire(effect.key, effect.owner, None))
-        if kind is Release:
-            return self._backend(lambda: self.backend.release(effect.lease))
-        if kind is Journal:
-            return self._backend(lambda: self.backend.record(effect.entry))
+        if kind in (Acquire, Release, Renew, Scan, Journal):
+            if self.backend.durable:
+                # SQLite and Redis clients block: keep the loop free.
+                result = await asyncio.to_thread(backend_effect, self, effect)
+            else:
+                result = backend_effect(self, effect)
+            if kind is Acquire and result is not None and self.backend.durable:
+                self.keeper.wake()
+            return result
         if kind is Track:
             self.tracker.wake()
             return None
@@ -194,16 +199,6 @@ class AsyncDriver:
         except Exception as exc:
             log.error("policy hook %s raised; the exit is vetoed", effect.hook, exc_info=exc)
             return f"policy hook {effect.hook} raised {type(exc).__name__}"
-
-    def _backend(self, action: Callable[[], Any]) -> Any:
-        try:
-            return action()
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(
-                f"lock backend {self.backend.url} failed: {type(exc).__name__}"
-            ) from exc
 
 
 def _detached(coro: Any, name: str) -> asyncio.Task[None]:
@@ -343,3 +338,42 @@ class AsyncTracker:
                 and not self.loop.is_closed()
             ):
                 self.loop.call_soon_threadsafe(task.cancel)
+
+
+class AsyncLeaseKeeper:
+    """The async guard's lease renewal task (durable backends)."""
+
+    def __init__(self, driver: AsyncDriver) -> None:
+        self.driver = driver
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def wake(self) -> None:
+        if self._closed or (self._task is not None and not self._task.done()):
+            return
+        self._task = _detached(self._run(), "nija-guard-leases")
+
+    async def _run(self) -> None:
+        engine = self.driver.engine
+        while not self._closed:
+            await asyncio.sleep(engine.options.lease_ttl / 3)
+            if not self.driver.book.lease_holders(engine):
+                return
+            try:
+                await self.driver.run(engine.renew_leases())
+            except Exception:
+                log.exception("lease renewal failed")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def close(self) -> None:
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            loop = self._task.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._task.cancel)

@@ -1,13 +1,18 @@
 """The storage seam: leases (cross-process exclusion) and the exit journal.
 
 The in-process close lock lives in the account's book; a backend adds
-exclusion across processes (a lease with a fencing token, a TTL and renewal)
+exclusion across processes (a lease with a TTL, renewal and a fencing token)
 and a journal of exits in flight, recorded before anything is submitted, so a
-restarted process knows what it may have left on the exchange.
+restarted process, or any other, knows what may have been left on the exchange.
 
-``memory`` is the default: leases and journal live in this process, which is
-all a single bot process needs. Durable backends (``sqlite:///``, ``redis://``)
-implement the same protocol.
+- ``memory`` (default): this process only; leases never expire.
+- ``sqlite:////absolute/path``: one host, many processes (``_sqlite.py``).
+- ``redis://host:port/db``: many hosts (``_redis.py``).
+
+No lock makes an order exactly-once: the exchange cannot check a fencing token.
+Leases give exclusion and liveness; correctness comes from the guard's client
+order ids, the exchange state it checks before every submit, and the clamp to
+real holdings. See docs/backends.md.
 """
 
 from __future__ import annotations
@@ -16,10 +21,9 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
-
-from ._errors import BackendUnavailable
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["Backend", "JournalEntry", "Lease", "MemoryBackend", "open_backend"]
 
@@ -28,7 +32,8 @@ __all__ = ["Backend", "JournalEntry", "Lease", "MemoryBackend", "open_backend"]
 class Lease:
     """Exclusive right to exit one key, until released or expired.
 
-    ``token`` increases with every grant of the key (a fencing token).
+    ``token`` increases with every grant of the key (a fencing token);
+    ``expires_at`` is wall-clock time (``None``: never).
     """
 
     key: str
@@ -50,17 +55,24 @@ class JournalEntry:
     amount: str | None = None
     order_id: str | None = None
     updated_at: float = 0.0
+    token: int | None = None  # the lease token it was written under
+    key: str | None = None  # the lease key it was written under
+
+    def with_state(self, state: str) -> JournalEntry:
+        return replace(self, state=state, updated_at=time.time())
 
 
 class Backend(Protocol):
     url: str
+    durable: bool  # leases outlive the process (they expire instead)
 
     def acquire(self, key: str, owner: str, ttl: float | None) -> Lease | None: ...
     def renew(self, lease: Lease, ttl: float | None) -> Lease | None: ...
     def release(self, lease: Lease) -> bool: ...
     def holder(self, key: str) -> Lease | None: ...
+    def leases(self, prefix: str = "") -> list[Lease]: ...
     def record(self, entry: JournalEntry) -> None: ...
-    def in_flight(self, account: str) -> list[JournalEntry]: ...
+    def in_flight(self, account: str, symbol: str | None = None) -> list[JournalEntry]: ...
     def close(self) -> None: ...
 
 
@@ -68,8 +80,9 @@ class MemoryBackend:
     """Leases and journal in this process's memory. Never blocks, never fails."""
 
     url = "memory"
+    durable = False
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._mutex = threading.Lock()
         self._leases: dict[str, Lease] = {}
         self._journal: dict[str, JournalEntry] = {}
@@ -109,6 +122,11 @@ class MemoryBackend:
         with self._mutex:
             return self._leases.get(key)
 
+    def leases(self, prefix: str = "") -> list[Lease]:
+        """Leases held now whose key starts with ``prefix`` (an account id and '/')."""
+        with self._mutex:
+            return [lease for key, lease in self._leases.items() if key.startswith(prefix)]
+
     def record(self, entry: JournalEntry) -> None:
         with self._mutex:
             if entry.state == "settled":
@@ -116,31 +134,60 @@ class MemoryBackend:
             else:
                 self._journal[entry.exit_id] = entry
 
-    def in_flight(self, account: str) -> list[JournalEntry]:
+    def in_flight(self, account: str, symbol: str | None = None) -> list[JournalEntry]:
         with self._mutex:
-            return [e for e in self._journal.values() if e.account == account]
-
-    def leases(self, prefix: str = "") -> list[Lease]:
-        """Leases held now whose key starts with ``prefix`` (an account id and '/')."""
-        with self._mutex:
-            return [lease for key, lease in self._leases.items() if key.startswith(prefix)]
+            return [
+                e
+                for e in self._journal.values()
+                if e.account == account and symbol in (None, e.symbol)
+            ]
 
     def close(self) -> None:
         return None
 
 
-def open_backend(url: str) -> Backend:
-    """The backend a ``backend=`` option names."""
+def open_backend(url: str, *, timeout: float = 2.0) -> Backend:
+    """The backend a ``backend=`` option names. ``timeout``: slower means unavailable."""
     if not isinstance(url, str) or not url:
         raise ValueError(f"backend must be a URL string such as 'memory', got {url!r}")
     if url == "memory":
         return MemoryBackend()
-    if url.startswith("sqlite:") or url.startswith(("redis://", "rediss://", "unix://")):
-        # Durable backends are issue #6; refuse loudly rather than run unprotected.
-        raise BackendUnavailable(
-            f"backend {url.split('://')[0]!r} is not available in this version of nija-guard; "
-            "use backend='memory'"
-        )
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from ._sqlite import SqliteBackend
+
+        return SqliteBackend(_sqlite_path(url), timeout=timeout)
+    if scheme in ("redis", "rediss", "unix"):
+        from ._redis import RedisBackend
+
+        return RedisBackend(url, timeout=timeout)
     raise ValueError(
-        f"unknown backend {url!r}: use 'memory', 'sqlite:////absolute/path' or 'redis://host:port/db'"
+        f"unknown backend {_safe(url)!r}: use 'memory', 'sqlite:////absolute/path' "
+        "or 'redis://host:port/db'"
     )
+
+
+def _sqlite_path(url: str) -> str:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ValueError("a SQLite backend URL is sqlite:////absolute/path/to/file.db")
+    path = url[len(prefix) :].split("?", 1)[0]
+    if not path.startswith("/"):
+        # A relative path means another database in another working directory:
+        # two processes would not exclude each other.
+        raise ValueError(
+            f"the SQLite backend needs an absolute path (sqlite:////abs/path), got {path!r}"
+        )
+    return path
+
+
+def _safe(url: str) -> str:
+    """A URL without its credentials, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def url_options(url: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}

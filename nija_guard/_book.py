@@ -365,6 +365,25 @@ class Book:
             if state is not None and wake in state.waiters:
                 state.waiters.remove(wake)
 
+    def lease_holders(self, owner: Any) -> list[ExitRecord]:
+        """Lock holders of ``owner`` (an engine) that hold a backend lease."""
+        with self.mutex:
+            return [
+                s.holder
+                for s in self.symbols.values()
+                if s.holder is not None and s.holder.lease is not None and s.holder.owner is owner
+            ]
+
+    def knows(self, exit_id: str) -> bool:
+        """Whether an exit of this process is alive (tracked, or holding a lock)."""
+        with self.mutex:
+            if exit_id in self.tracked:
+                return True
+            return any(
+                s.holder is not None and s.holder.exit.exit_id == exit_id
+                for s in self.symbols.values()
+            )
+
     def holder_of(self, key: str) -> ExitRecord | None:
         with self.mutex:
             state = self.symbols.get(key)

@@ -142,6 +142,21 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Renew:
+    """Extend a lease; returns the renewed Lease, or None if it is no longer ours."""
+
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """The journal's exits in flight for (account, symbol)."""
+
+    account: str
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
 class Journal:
     entry: JournalEntry
 
@@ -163,6 +178,8 @@ Effect = (
     | Collect
     | Acquire
     | Release
+    | Renew
+    | Scan
     | Journal
     | Track
 )
@@ -202,6 +219,7 @@ class Engine:
         hooks: Hooks,
         telemetry: Telemetry,
         account: str,
+        durable: bool = False,
     ) -> None:
         self.client = client
         self.adapter = adapter
@@ -210,6 +228,7 @@ class Engine:
         self.hooks = hooks
         self.telemetry = telemetry
         self.account = account
+        self.durable = durable  # leases outlive this process: expiry, renewal, recovery
         self.clock = time.monotonic
         self.wake: Callable[[], None] = lambda: None  # the driver's tracker, set by the guard
 
@@ -295,6 +314,8 @@ class Engine:
             rec.exit = rec.exit.evolve(client_order_id=cid, amount=to_float(amount))
             self._reserve(rec)
             yield from self._journal(rec, "intent")
+            if self.durable:
+                yield from self._confirm_lease(rec)
             return None
         except BackendUnavailable as error:
             yield from self._abandon(rec)
@@ -424,15 +445,25 @@ class Engine:
                     else:
                         lease = yield Acquire(self._lease_key(rec), rec.exit.exit_id)
                     if lease is None:
+                        # Another process holds the lease of this symbol.
                         for wake in self.book.release(rec):
                             wake()
-                        yield from self._blocked(rec, None, "in_progress")
-                        raise ExitInProgress(f"another process is exiting {rec.key}", exit=rec.exit)
+                        remaining = deadline - self.clock()
+                        if policy == "reject" or remaining <= 0:
+                            yield from self._blocked(rec, None, "in_progress")
+                            raise ExitInProgress(
+                                f"another process is exiting {rec.key}", exit=rec.exit
+                            )
+                        yield Sleep(min(self.options.poll_interval, remaining))
+                        continue
                     rec.lease = lease
-                    adopted = yield from self._adopt(rec)
-                    if adopted is None:
+                    # A process that died mid-exit left it in the journal: settle that first.
+                    holder = yield from self._recover(rec)
+                    if holder is None:
+                        holder = yield from self._adopt(rec)
+                    if holder is None:
                         return None
-                    continue  # a resting exit of ours from before a restart holds it now
+                    continue  # a resting exit from before a crash or restart holds it now
                 holder = admission.holder
                 if holder is None:
                     continue  # released meanwhile: try again
@@ -1629,6 +1660,155 @@ class Engine:
         """The innermost open span of the exit: hooks and broker calls run inside it."""
         return rec.stages[-1] if rec.stages else rec.span
 
+    # -- leases that outlive the process: renewal, loss, crash recovery ---------------
+    def _confirm_lease(self, rec: ExitRecord) -> Flow[None]:
+        """Right before the submit: is the lease still ours? If not, send nothing."""
+        lease = rec.lease
+        renewed = (yield Renew(lease)) if lease is not None else None
+        if renewed is not None:
+            rec.lease = renewed
+            return
+        yield from self._lease_lost(rec, lease, retake=False)
+        yield from self._blocked(rec, None, "lease_lost")
+        raise ExitInProgress(
+            f"the lease of {rec.key} was lost before the submit (another process may be "
+            "exiting it); nothing was sent",
+            exit=rec.exit,
+        )
+
+    def renew_leases(self) -> Flow[None]:
+        """Keep this engine's leases alive while their exits are active; report lost ones."""
+        for rec in self.book.lease_holders(self):
+            lease = rec.lease
+            if lease is None:
+                continue
+            try:
+                renewed = yield Renew(lease)
+            except BackendUnavailable as error:
+                log.warning(
+                    "could not renew the lease of %s: %s",
+                    rec.key,
+                    error,
+                    extra=self._log_fields(rec, "lease_renew_failed"),
+                )
+                continue
+            if rec.lease is not lease:
+                continue  # passed on meanwhile
+            if renewed is None:
+                yield from self._lease_lost(rec, lease, retake=True)
+            else:
+                rec.lease = renewed
+
+    def _lease_lost(self, rec: ExitRecord, lease: Lease | None, *, retake: bool) -> Flow[None]:
+        """The backend no longer says we hold the lease: report it; maybe take it again."""
+        rec.lease = None
+        key = lease.key if lease is not None else self._lease_key(rec)
+        log.error(
+            "lease of %s lost (expired, or the backend lost it); another process may exit it",
+            rec.key,
+            extra=self._log_fields(rec, "lease_lost"),
+        )
+        self.telemetry.event(self._span_of(rec), "nija_guard.lease_lost", {"nija_guard.key": key})
+        yield from self._notify(rec, "nija_guard_lease_lost", exit=rec.exit, key=key)
+        if retake:
+            # Its order still rests: hold the key again if nobody else took it.
+            rec.lease = yield Acquire(key, rec.exit.exit_id)
+
+    def _recover(self, rec: ExitRecord) -> Flow[ExitRecord | None]:
+        """Exits another (now dead) process journaled as in flight on this symbol.
+
+        We hold the symbol's lease, so their owners' leases expired: each is
+        reconciled with the exchange before this exit goes on. A resting one
+        takes the close lock; a final one is settled; one with no trace on the
+        exchange is closed as never placed.
+        """
+        if not self.durable:
+            return None
+        entries = yield Scan(self.account, rec.exit.symbol)
+        holder: ExitRecord | None = None
+        for entry in entries:
+            if entry.exit_id == rec.exit.exit_id or self.book.knows(entry.exit_id):
+                continue
+            orphan = self._orphan_record(rec.market, entry)
+            span = self._stage(rec, "nija_guard.recover")
+            try:
+                view = yield from self._find(orphan)
+                if view is None and entry.order_id:
+                    try:
+                        view = self._view_or_none(
+                            (
+                                yield Call(
+                                    "fetch_order",
+                                    (entry.order_id, entry.symbol),
+                                    purpose="recover",
+                                    span=self._span_of(rec),
+                                )
+                            )
+                        )
+                    except ccxt.BaseError:
+                        view = None
+            finally:
+                self._end_stage(rec, span)
+            if view is None:
+                if entry.state == "submitted":
+                    # The exchange acknowledged it once: no trace now means we cannot look.
+                    raise OutcomeUnknown(
+                        f"exit {entry.exit_id} of a process that stopped is not found on the "
+                        f"exchange yet; {rec.key} stays locked",
+                        exit=rec.exit,
+                    )
+                log.warning(
+                    "recovered exit %s of a stopped process: never placed",
+                    entry.exit_id,
+                    extra=self._log_fields(orphan, "recovered_not_placed"),
+                )
+                yield Journal(entry.with_state("settled"))
+                continue
+            log.warning(
+                "recovered exit %s of a stopped process: order %s is %s",
+                entry.exit_id,
+                view.id,
+                view.status,
+                extra=self._log_fields(orphan, "recovered"),
+            )
+            self._acknowledged(orphan, view)
+            if view.is_final:
+                self._account_fill(orphan, view)
+                if self.book.claim_settlement(orphan):
+                    yield from self._settle(orphan, view, outcome_of(view))
+                continue
+            self._account_fill(orphan, view)
+            self._schedule(orphan, progressed=True)
+            yield Track(orphan)
+            if holder is None and self.book.take_over(orphan, rec):
+                rec.lease, orphan.lease = None, rec.lease
+                holder = orphan
+        return holder
+
+    def _orphan_record(self, market: MarketInfo, entry: JournalEntry) -> ExitRecord:
+        amount = to_decimal(entry.amount)
+        exit_value = Exit(
+            exit_id=entry.exit_id,
+            account=self.account,
+            symbol=entry.symbol,
+            side=entry.side,
+            type="unknown",
+            method="recovered",
+            requested_amount=to_float(amount),
+            client_order_id=entry.client_order_id,
+            amount=to_float(amount),
+            order_id=entry.order_id,
+            created_at=entry.updated_at,
+        )
+        rec = ExitRecord(exit=exit_value, market=market, key=entry.symbol, phase=Phase.UNKNOWN)
+        rec.amount = amount
+        rec.owner = self
+        # Look for its trades from a little before it was journaled.
+        rec.submitted_ms = int(entry.updated_at * 1000) - 60_000
+        rec.submitted_mono = self.clock() - 3600.0
+        self.book.add_sell(rec)
+        return rec
+
     def _lease_key(self, rec: ExitRecord) -> str:
         return f"{self.account}/{rec.key}"
 
@@ -1644,6 +1824,8 @@ class Engine:
                 amount=str(rec.amount) if rec.amount is not None else None,
                 order_id=rec.order_id,
                 updated_at=time.time(),
+                token=rec.lease.token if rec.lease is not None else None,
+                key=self._lease_key(rec),
             )
         )
 

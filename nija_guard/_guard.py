@@ -84,6 +84,7 @@ class Guard:
             hooks=self.hooks,
             telemetry=self.telemetry,
             account=self.account,
+            durable=self.backend.durable,
         )
         self.is_async = _is_async_client(client)
         driver_type = AsyncDriver if self.is_async else SyncDriver
@@ -107,7 +108,9 @@ class Guard:
                 if url == "memory":
                     backend = open_backend(url)
                 else:
-                    backend = _backends.get(url) or _backends.setdefault(url, open_backend(url))
+                    backend = _backends.get(url) or _backends.setdefault(
+                        url, open_backend(url, timeout=self.options.backend_timeout)
+                    )
                 book = Book(self.account)
                 book.backend = backend
                 _books[key] = book
@@ -187,6 +190,7 @@ class Guard:
             return
         self.closed = True
         self.driver.tracker.close()
+        self.driver.keeper.close()
         self._warn_in_flight()
         self._closed_hook()
 
@@ -196,6 +200,7 @@ class Guard:
             return
         self.closed = True
         await self.driver.tracker.aclose()
+        await self.driver.keeper.aclose()
         self._warn_in_flight()
         for hook, plugin, awaitable in self._closed_hook():
             try:

@@ -48,6 +48,9 @@ class Options:
     max_polls_per_second: float = 10.0
     confirm_timeout: float = 10.0
     retry_window: float = 120.0
+    lease_ttl: float = 30.0
+    backend_timeout: float = 2.0
+    on_backend_failure: str = "fail"
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Options:
@@ -65,7 +68,14 @@ class Options:
             raise ValueError(
                 f"on_conflict must be one of {ON_CONFLICT}, got {values['on_conflict']!r}"
             )
+        if values.get("on_backend_failure", "fail") not in ("fail", "local"):
+            raise ValueError(
+                "on_backend_failure must be 'fail' (refuse exits: the default) or 'local' "
+                f"(degraded: in-process locks only), got {values['on_backend_failure']!r}"
+            )
         for name in (
+            "lease_ttl",
+            "backend_timeout",
             "wait_timeout",
             "reconcile_timeout",
             "confirm_timeout",

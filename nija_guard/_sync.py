@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from ._backend import Backend
+from ._backend import Backend, Lease
 from ._book import Book
 from ._engine import (
     Acquire,
@@ -27,6 +27,8 @@ from ._engine import (
     Journal,
     Notify,
     Release,
+    Renew,
+    Scan,
     Sleep,
     Track,
     WaitRelease,
@@ -57,6 +59,7 @@ class SyncDriver:
         self.book = book
         self.calls: dict[str, int] = {}
         self.tracker = Tracker(self)
+        self.keeper = LeaseKeeper(self)
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Call: self._call,
             FetchBalance: self._fetch_balance,
@@ -65,9 +68,11 @@ class SyncDriver:
             Notify: self._notify,
             Ask: self._ask,
             Collect: lambda e: self.hooks.collect(e.hook, dict(e.kwargs)),
-            Acquire: self._acquire,
-            Release: self._release,
-            Journal: self._journal,
+            Acquire: self._backend_effect,
+            Release: self._backend_effect,
+            Renew: self._backend_effect,
+            Scan: self._backend_effect,
+            Journal: self._backend_effect,
             Track: lambda e: self.tracker.wake(),
         }
 
@@ -157,24 +162,105 @@ class SyncDriver:
             log.error("policy hook %s raised; the exit is vetoed", effect.hook, exc_info=exc)
             return f"policy hook {effect.hook} raised {type(exc).__name__}"
 
-    def _backend(self, action: Callable[[], Any]) -> Any:
+    def _backend_effect(self, effect: Any) -> Any:
+        result = backend_effect(self, effect)
+        if isinstance(effect, Acquire) and result is not None and self.backend.durable:
+            self.keeper.wake()
+        return result
+
+
+def backend_effect(driver: Any, effect: Any) -> Any:
+    """Perform a lease or journal effect; fail closed, or degrade loudly if asked to."""
+    backend = driver.backend
+    options = driver.engine.options
+    ttl = options.lease_ttl if backend.durable else None
+    try:
+        if isinstance(effect, Acquire):
+            return backend.acquire(effect.key, effect.owner, ttl)
+        if isinstance(effect, Renew):
+            return backend.renew(effect.lease, ttl)
+        if isinstance(effect, Release):
+            return backend.release(effect.lease)
+        if isinstance(effect, Journal):
+            return backend.record(effect.entry)
+        if isinstance(effect, Scan):
+            return backend.in_flight(effect.account, effect.symbol)
+        raise TypeError(f"not a backend effect: {effect!r}")  # pragma: no cover
+    except Exception as exc:
+        error = (
+            exc
+            if isinstance(exc, BackendUnavailable)
+            else BackendUnavailable(f"lock backend {backend.url} failed: {type(exc).__name__}")
+        )
+        if options.on_backend_failure != "local":
+            raise error from exc
+        # Degraded mode, opted into: exclusion in this process only. Said loudly, every time.
+        driver.book.count("degraded")
+        log.error(
+            "DEGRADED: lock backend %s failed (%s); exits of %s use in-process locks only "
+            "and other processes are NOT excluded",
+            backend.url,
+            type(exc).__name__,
+            driver.book.account,
+            extra={"nija_guard": {"event": "degraded", "account": driver.book.account}},
+        )
+        if isinstance(effect, Acquire):
+            return Lease(effect.key, effect.owner, 0, None)
+        if isinstance(effect, Renew):
+            return effect.lease
+        if isinstance(effect, Release):
+            return True
+        if isinstance(effect, Scan):
+            return []
+        return None
+
+
+class LeaseKeeper:
+    """Renews this guard's leases (durable backends) every ``lease_ttl / 3`` while any is held."""
+
+    def __init__(self, driver: SyncDriver) -> None:
+        self.driver = driver
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._cond:
+            if self._closed or self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._loop, name=f"nija-guard-leases-{self.driver.book.account}", daemon=True
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+
+    def _loop(self) -> None:
+        engine = self.driver.engine
+        interval = engine.options.lease_ttl / 3
         try:
-            return action()
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            raise BackendUnavailable(
-                f"lock backend {self.backend.url} failed: {type(exc).__name__}"
-            ) from exc
-
-    def _acquire(self, effect: Acquire) -> Any:
-        return self._backend(lambda: self.backend.acquire(effect.key, effect.owner, None))
-
-    def _release(self, effect: Release) -> Any:
-        return self._backend(lambda: self.backend.release(effect.lease))
-
-    def _journal(self, effect: Journal) -> Any:
-        return self._backend(lambda: self.backend.record(effect.entry))
+            while True:
+                with self._cond:
+                    if self._closed:
+                        return
+                    self._cond.wait(interval)
+                    if self._closed:
+                        return
+                if not self.driver.book.lease_holders(engine):
+                    return  # nothing held: the thread ends; the next lease wakes a new one
+                try:
+                    self.driver.run(engine.renew_leases())
+                except Exception:
+                    log.exception("lease renewal failed")
+        finally:
+            with self._cond:
+                self._thread = None
 
 
 class Tracker:

@@ -168,6 +168,17 @@ def nija_guard_backend_failed(exit: Exit, error: BaseException) -> None:
 
 
 @hookspec
+def nija_guard_lease_lost(exit: Exit, key: str) -> None:
+    """The backend no longer says this process holds the lease of ``key``.
+
+    It expired (a process paused past its TTL) or the backend lost it (a Redis
+    restart without persistence). Before a submit, the exit is refused with
+    nothing sent; for a resting order the guard tries to take the lease again.
+    May not raise.
+    """
+
+
+@hookspec
 def nija_guard_guard_closed(account: str) -> None:
     """A guard of ``account`` was closed (``close()``, ``aclose()`` or leaving ``with``).
 

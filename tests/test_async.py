@@ -460,6 +460,9 @@ def test_one_guarded_client_shared_by_threads_with_their_own_loops() -> None:
     markets = many_markets(10)
     paper = AsyncPaperExchange(markets=markets, balances={m.base: 2 for m in markets.values()})
     ex = guarded(paper, ownership="ledger", ledger_seed={m.base: 1 for m in markets.values()})
+    # ccxt's load_markets shares one future among its callers, bound to the loop
+    # that created it: a client used from several loops loads its markets first.
+    asyncio.run(ex.load_markets())
     barrier = threading.Barrier(4)
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
