@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +27,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ghost-rate", type=float, default=0.05, help="share of sells whose reply is lost"
     )
     demo.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    status = commands.add_parser(
+        "status", help="exits in flight, leases and unknown outcomes in a backend"
+    )
+    status.add_argument(
+        "--backend", required=True, help="sqlite:////abs/path or redis://host:port/db"
+    )
+    status.add_argument("--account", help="only this account (exchange:digest or exchange:alias)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    reconcile = commands.add_parser(
+        "reconcile", help="resolve exits in flight (unknown outcomes) against the exchange"
+    )
+    reconcile.add_argument("--backend", required=True, help="the backend the bots use")
+    reconcile.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance")
+    reconcile.add_argument(
+        "--config",
+        help="JSON file of ccxt options (apiKey, secret, ...); NIJA_GUARD_API_KEY, "
+        "NIJA_GUARD_SECRET and NIJA_GUARD_PASSWORD fill in what it leaves out",
+    )
+    reconcile.add_argument("--account", help="the account alias the bots use (guard(account=...))")
+    reconcile.add_argument("--symbol", help="only this symbol")
+    reconcile.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+
+    if args.command == "status":
+        return _status(args)
+    if args.command == "reconcile":
+        return _reconcile(args)
 
     if args.command == "demo":
         for name in ("threads", "symbols"):
@@ -57,6 +86,98 @@ def main(argv: Sequence[str] | None = None) -> int:
         guarded = next(r for r in results if r.mode == "guarded")
         return 1 if guarded.double_sells or guarded.oversold else 0
     return 2  # pragma: no cover
+
+
+def _open(url: str) -> Any:
+    from ._backend import open_backend
+
+    backend = open_backend(url)
+    if not backend.durable:
+        raise SystemExit("nija-guard: the memory backend lives inside its process: nothing to read")
+    return backend
+
+
+def _status(args: argparse.Namespace) -> int:
+    import time
+
+    backend = _open(args.backend)
+    accounts = [args.account] if args.account else backend.accounts()
+    now = time.time()
+    exits = [e.__dict__ for account in accounts for e in backend.in_flight(account)]
+    leases = [
+        {
+            "key": lease.key,
+            "owner": lease.owner,
+            "token": lease.token,
+            "expires_in": None if lease.expires_at is None else round(lease.expires_at - now, 3),
+        }
+        for lease in backend.leases(f"{args.account}/" if args.account else "")
+    ]
+    unknown = [e for e in exits if e["state"] in ("unknown", "intent")]
+    if args.json:
+        print(
+            json.dumps({"exits_in_flight": exits, "leases": leases, "unknown": unknown}, indent=2)
+        )
+        return 0
+    print(f"backend {backend.url}")
+    print(f"exits in flight: {len(exits)}")
+    for e in exits:
+        age = now - e["updated_at"]
+        print(
+            f"  {e['account']}  {e['symbol']:<12} {e['state']:<9} exit {e['exit_id']} "
+            f"client id {e['client_order_id']} order {e['order_id']} ({age:.0f}s ago)"
+        )
+    print(f"leases: {len(leases)}")
+    for lease in leases:
+        print(
+            f"  {lease['key']}  owner {lease['owner']} token {lease['token']} "
+            f"expires in {lease['expires_in']}s"
+        )
+    print(f"outcomes to reconcile: {len(unknown)}")
+    backend.close()
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    import os
+
+    import ccxt
+
+    from ._guard import guard
+
+    config: dict[str, Any] = {}
+    if args.config:
+        with open(args.config, encoding="utf-8") as handle:
+            config = json.load(handle)
+    for key, env in (
+        ("apiKey", "NIJA_GUARD_API_KEY"),
+        ("secret", "NIJA_GUARD_SECRET"),
+        ("password", "NIJA_GUARD_PASSWORD"),
+    ):
+        if key not in config and os.environ.get(env):
+            config[key] = os.environ[env]
+    urls = config.pop("urls", None)
+    if not hasattr(ccxt, args.exchange):
+        raise SystemExit(f"nija-guard: unknown ccxt exchange {args.exchange!r}")
+    client = getattr(ccxt, args.exchange)(config)
+    if urls:
+        client.urls = urls
+    options: dict[str, Any] = {"backend": args.backend, "load_entrypoints": False}
+    if args.account:
+        options["account"] = args.account
+    exchange = guard(client, **options)
+    try:
+        report = exchange.nija_guard.recover(args.symbol)
+    finally:
+        exchange.nija_guard.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        if not report:
+            print("nothing in flight: nothing to reconcile")
+        for item in report:
+            print(f"{item['symbol']:<12} exit {item['exit_id']}: {item['result']}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1762,6 +1762,7 @@ class Engine:
                     entry.exit_id,
                     extra=self._log_fields(orphan, "recovered_not_placed"),
                 )
+                self.book.drop_sell(orphan)  # it never took anything from the balance
                 yield Journal(entry.with_state("settled"))
                 continue
             log.warning(
@@ -1779,11 +1780,81 @@ class Engine:
                 continue
             self._account_fill(orphan, view)
             self._schedule(orphan, progressed=True)
+            yield from self._journal(orphan, "submitted")
             yield Track(orphan)
             if holder is None and self.book.take_over(orphan, rec):
                 rec.lease, orphan.lease = None, rec.lease
                 holder = orphan
         return holder
+
+    def recover(self, symbol: str) -> Flow[list[dict[str, Any]]]:
+        """Operators: reconcile the journal's exits in flight on ``symbol`` now.
+
+        Takes the symbol's lock and lease like an exit (refused if an exit of
+        this process holds it, or another process's live lease does), runs the
+        crash recovery, and reports what became of each journaled exit.
+        """
+        if not self.adapter.markets_loaded(self.client):
+            yield Call("load_markets", purpose="markets")
+        market = self.adapter.market_info(self.client, symbol)
+        exit_value = Exit(
+            exit_id=secrets.token_hex(8),
+            account=self.account,
+            symbol=symbol,
+            side="sell",
+            type="recover",
+            method="recover",
+            requested_amount=None,
+            created_at=time.time(),
+        )
+        rec = ExitRecord(exit=exit_value, market=market, key=symbol)
+        rec.owner = self
+        before = yield Scan(self.account, symbol)
+        if not before:
+            return []
+        if self.book.admit(rec).verdict != "admitted":
+            return [
+                {
+                    "exit_id": e.exit_id,
+                    "symbol": symbol,
+                    "result": "busy: an exit of this process holds the symbol",
+                }
+                for e in before
+            ]
+        try:
+            rec.lease = yield Acquire(self._lease_key(rec), rec.exit.exit_id)
+            if rec.lease is None:
+                return [
+                    {
+                        "exit_id": e.exit_id,
+                        "symbol": symbol,
+                        "result": "busy: another process holds the lease",
+                    }
+                    for e in before
+                ]
+            holder = yield from self._recover(rec)
+            after = {e.exit_id: e for e in (yield Scan(self.account, symbol))}
+        finally:
+            rec.phase = Phase.SETTLED
+            yield from self._unlock(rec)
+        report = []
+        for entry in before:
+            still = after.get(entry.exit_id)
+            if still is None:
+                result = "settled"
+            elif holder is not None and holder.exit.exit_id == entry.exit_id:
+                result = f"resting: order {still.order_id} is open; the guard tracks it"
+            else:
+                result = f"still {still.state}"
+            report.append(
+                {
+                    "exit_id": entry.exit_id,
+                    "symbol": symbol,
+                    "client_order_id": entry.client_order_id,
+                    "result": result,
+                }
+            )
+        return report
 
     def _orphan_record(self, market: MarketInfo, entry: JournalEntry) -> ExitRecord:
         amount = to_decimal(entry.amount)

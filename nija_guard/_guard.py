@@ -173,6 +173,34 @@ class Guard:
             "broker_calls": dict(self.driver.calls),
         }
 
+    def recover(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Reconcile exits the journal shows in flight (all symbols, or one) with the exchange.
+
+        What a restarted process does by itself at its first exit of a symbol,
+        on demand: for operators (``nija-guard reconcile``) and tests.
+        """
+        symbols = (
+            [symbol] if symbol else sorted({e.symbol for e in self.backend.in_flight(self.account)})
+        )
+        report: list[dict[str, Any]] = []
+        for name in symbols:
+            report.extend(self.driver.run(self.engine.recover(name)))
+        return report
+
+    async def arecover(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`recover` for an async guard."""
+        symbols = (
+            [symbol] if symbol else sorted({e.symbol for e in self.backend.in_flight(self.account)})
+        )
+        report: list[dict[str, Any]] = []
+        for name in symbols:
+            report.extend(await self.driver.run(self.engine.recover(name)))
+        return report
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The backend's exits in flight for this account, and its leases."""
+        return [entry.__dict__ for entry in self.backend.in_flight(self.account)]
+
     def poll(self) -> int:
         """Poll every due order now, on this thread (the tracker does this by itself)."""
         return int(self.driver.tracker.poll_once())
