@@ -106,6 +106,7 @@ class OrderCall:
     guard_options: dict[str, Any] = field(default_factory=dict)
     replaces: str | None = None  # the order id an edit amends
     cost: Decimal | None = None  # quote-sized market orders
+    contract_exit: bool = False  # closes (part of) a derivatives position
 
     def with_submission(self, amount: Decimal | None, params: Mapping[str, Any]) -> dict[str, Any]:
         """The call's arguments with the clamped amount, normalized side and our params."""
@@ -424,13 +425,35 @@ class CcxtAdapter:
             amount_step=step if step and step > 0 else None,
             min_amount=to_decimal((limits.get("amount") or {}).get("min")),
             min_cost=to_decimal((limits.get("cost") or {}).get("min")),
-            sell_fee_rate_in_base=sell_fee,
+            sell_fee_rate_in_base=sell_fee if not market.get("contract") else ZERO,
             contract=bool(market.get("contract")),
+            contract_size=to_decimal(market.get("contractSize")) or Decimal(1),
         )
 
     def is_exit(self, call: OrderCall, market: MarketInfo) -> bool:
-        # Spot: an exit gives up the base asset. Derivatives come with issue #7.
+        """Spot: an exit gives up the base asset. (Derivatives: see :meth:`position`.)"""
         return call.side == "sell" or call.entry.kind == "close_position"
+
+    def position(self, positions: Any, symbol: str) -> tuple[str | None, Decimal, int | None]:
+        """(side, contracts, timestamp) of the open position on ``symbol``: side None when flat.
+
+        ccxt reports ``contracts`` (absolute) and ``side`` (long/short); a venue in
+        hedge mode may list both sides: the larger one is the one an exit closes.
+        """
+        best: tuple[str | None, Decimal, int | None] = (None, ZERO, None)
+        for position in positions or ():
+            if not isinstance(position, Mapping) or position.get("symbol") != symbol:
+                continue
+            contracts = abs(to_decimal(position.get("contracts")) or ZERO)
+            side = position.get("side")
+            if contracts > best[1] and side in ("long", "short"):
+                stamp = position.get("timestamp")
+                best = (
+                    side,
+                    contracts,
+                    int(stamp) if isinstance(stamp, (int, float)) and stamp > 0 else None,
+                )
+        return best
 
     def holdings(
         self, balance: Mapping[str, Any], asset: str
@@ -471,6 +494,8 @@ class CcxtAdapter:
     ) -> dict[str, Any]:
         params = dict(call.params)
         params["clientOrderId"] = client_order_id
+        if call.contract_exit:
+            params["reduceOnly"] = True  # the venue itself then never opens or flips a position
         return params
 
     def bot_client_order_id(self, call: OrderCall) -> str | None:

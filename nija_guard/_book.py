@@ -118,6 +118,15 @@ class ExitRecord:
     caller_informed: bool = False  # the bot's call returned this order
     final_ts: int | None = None  # when the exchange made the order final (its clock)
     filled_before: Decimal = ZERO  # fills that happened before we adopted the order
+    lease_lost: bool = False  # its backend lease was lost once: it may not submit
+    position_side: str | None = None  # derivatives: the side of the position it closes
+
+    @property
+    def holding(self) -> str:
+        """What this exit sells from: the base asset (spot), or one side of a position."""
+        if self.market.contract:
+            return f"{self.market.symbol}#{self.position_side or 'flat'}"
+        return self.market.base
 
     @property
     def order_id(self) -> str | None:
@@ -225,6 +234,7 @@ class BalanceFlight:
     ticket: int = 0
     started_ms: int = 0
     after: BalanceFlight | None = None
+    what: str = "balance"
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
@@ -260,9 +270,8 @@ class Book:
         self.dust: LRU[str, Decimal] = LRU(4096, 3600.0)
         self.prices: LRU[str, Decimal] = LRU(4096, 600.0)
         self.adopted: set[str] = set()
-        self.balance_flight: BalanceFlight | None = None  # on the wire
-        self.balance_next: BalanceFlight | None = None  # gathering joiners, not started
-        self.balance_latest: BalanceFlight | None = None
+        # per kind: [on the wire, gathering joiners (not started), latest finished]
+        self.flights: dict[str, list[BalanceFlight | None]] = {}
         self._tickets = itertools.count(1)
         self.counters: dict[str, int] = {}
         self.backend: Any = None  # set by whoever creates the book
@@ -393,52 +402,59 @@ class Book:
         with self.mutex:
             return [k for k, s in self.symbols.items() if s.holder is not None]
 
-    # -- balance single flight -------------------------------------------------------
-    def balance_plan(self, ticket: int) -> tuple[str, BalanceFlight]:
+    # -- holdings single flight (balances, positions) -----------------------------------
+    def balance_plan(self, ticket: int, what: str = "balance") -> tuple[str, BalanceFlight]:
         """How an exit admitted at ``ticket`` gets holdings fetched after its admission.
 
         ``("use", f)``: a finished fetch started after admission; ``("join", f)``:
         wait for ``f``; ``("lead", f)``: wait for ``f.after`` if set, then call
         :meth:`balance_start` and fetch for everyone who joined ``f``.
         At most two fetches serve any burst: the one on the wire, and the next.
+        ``what`` keeps balances and positions apart.
         """
         with self.mutex:
-            latest = self.balance_latest
+            slots = self.flights.setdefault(what, [None, None, None])
+            current, pending, latest = slots
             if latest is not None and latest.ticket > ticket and latest.error is None:
                 return "use", latest
-            current = self.balance_flight
             if current is not None and current.ticket > ticket:
                 return "join", current
-            if self.balance_next is not None:
-                return "join", self.balance_next
-            flight = BalanceFlight(after=current)
-            self.balance_next = flight
+            if pending is not None:
+                return "join", pending
+            flight = BalanceFlight(after=current, what=what)
+            slots[1] = flight
             return "lead", flight
 
     def balance_start(self, flight: BalanceFlight, started_ms: int) -> None:
         with self.mutex:
-            if self.balance_next is flight:
-                self.balance_next = None
+            slots = self.flights[flight.what]
+            if slots[1] is flight:
+                slots[1] = None
             flight.ticket = next(self._tickets)  # after every joiner's admission
             flight.started_ms = started_ms
             flight.after = None
-            self.balance_flight = flight
+            slots[0] = flight
 
     def balance_done(self, flight: BalanceFlight) -> None:
         """The leader is done (or gave up, even before starting): wake every joiner."""
         with self.mutex:
-            if self.balance_flight is flight:
-                self.balance_flight = None
-            if self.balance_next is flight:
-                self.balance_next = None
-            if flight.error is None and (
-                self.balance_latest is None or flight.ticket > self.balance_latest.ticket
-            ):
-                self.balance_latest = flight
+            slots = self.flights[flight.what]
+            if slots[0] is flight:
+                slots[0] = None
+            if slots[1] is flight:
+                slots[1] = None
+            if flight.error is None and (slots[2] is None or flight.ticket > slots[2].ticket):
+                slots[2] = flight
             callbacks, flight.callbacks = flight.callbacks, []
             flight.done.set()
         for callback in callbacks:
             callback()
+
+    def forget_holdings(self) -> None:
+        """Drop the cached snapshots: the next exit fetches anew (a flush)."""
+        with self.mutex:
+            for slots in self.flights.values():
+                slots[2] = None
 
     def balance_subscribe(self, flight: BalanceFlight, callback: Callable[[], None]) -> bool:
         """Call ``callback`` when ``flight`` is done; False if it is done already."""
@@ -451,20 +467,20 @@ class Book:
     # -- in-flight sells and stale balances ----------------------------------------
     def add_sell(self, rec: ExitRecord) -> None:
         with self.mutex:
-            self._sells(rec.market.base).inflight.append(rec)
+            self._sells(rec.holding).inflight.append(rec)
 
     def drop_sell(self, rec: ExitRecord) -> None:
         """Forget a sell that never reached the exchange's book."""
         with self.mutex:
-            sells = self.sells.get(rec.market.base)
+            sells = self.sells.get(rec.holding)
             if sells is not None and rec in sells.inflight:
                 sells.inflight.remove(rec)
-                self._maybe_forget(rec.market.base, sells)
+                self._maybe_forget(rec.holding, sells)
 
     def settle_sell(self, rec: ExitRecord) -> None:
         """A sell is final: keep what it filled, for snapshots that do not show it yet."""
         with self.mutex:
-            sells = self.sells.get(rec.market.base)
+            sells = self.sells.get(rec.holding)
             if sells is None:
                 return
             if rec in sells.inflight:
@@ -481,7 +497,7 @@ class Book:
                         rec.final_ts,
                     )
                 )
-            self._maybe_forget(rec.market.base, sells)
+            self._maybe_forget(rec.holding, sells)
 
     def _sells(self, asset: str) -> AssetSells:
         sells = self.sells.get(asset)
@@ -497,9 +513,19 @@ class Book:
             del self.sells[asset]
 
     def unreflected_sells(
-        self, asset: str, snapshot_ms: int | None, snapshot_local_ms: int, exclude: ExitRecord
+        self,
+        asset: str,
+        snapshot_ms: int | None,
+        snapshot_local_ms: int,
+        exclude: ExitRecord,
+        positional: bool = False,
     ) -> Decimal:
-        """What other exits sold or reserve that a snapshot does not show yet."""
+        """What other exits sold or reserve that a snapshot does not show yet.
+
+        ``positional``: a derivatives position, which a resting reduce-only order
+        does not lock: every other exit in flight may still take its whole amount,
+        and a final one's fills show only in snapshots newer than its end.
+        """
         with self.mutex:
             sells = self.sells.get(asset)
             if sells is None:
@@ -507,10 +533,22 @@ class Book:
             self._maybe_forget(asset, sells)
             total = ZERO
             for rec in sells.inflight:
-                if rec is not exclude:
+                if rec is exclude:
+                    continue
+                if positional:
+                    total += rec.amount or ZERO
+                else:
                     total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms)
             for done in sells.settled:
-                total += done.correction(snapshot_ms, snapshot_local_ms)
+                if positional:
+                    seen = (
+                        done.final_ts is not None
+                        and snapshot_ms is not None
+                        and done.final_ts <= snapshot_ms
+                    )
+                    total += ZERO if seen else done.filled
+                else:
+                    total += done.correction(snapshot_ms, snapshot_local_ms)
             return total
 
     def sold_since(self, asset: str, submitted_ms: int, exclude: ExitRecord) -> Decimal:

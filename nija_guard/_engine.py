@@ -85,6 +85,7 @@ class FetchBalance:
     """
 
     ticket: int
+    what: str = "balance"  # or "positions" (derivatives)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,15 +260,47 @@ class Engine:
         if entry.kind == "batch":
             return (yield from self._batch(entry, args, kwargs, calls, markets))
         call, market = calls[0], markets[0]
+        if market.contract:
+            return (yield from self._contract_call(entry, args, kwargs, call, market))
         if not self.adapter.is_exit(call, market):
             return (yield from self._passthrough(entry, args, kwargs, call, market))
         return (yield from self.exit(call, market))
 
+    def _contract_call(
+        self,
+        entry: EntryPoint,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        call: OrderCall,
+        market: MarketInfo,
+    ) -> Flow[Any]:
+        """Derivatives: an exit closes a position: reduceOnly, close_position, or the opposite side.
+
+        Which one an order is takes the open position, so every derivatives order
+        costs one positions fetch (shared by concurrent orders of the account).
+        """
+        side, _, _ = yield from self._position(call.symbol, self.book.next_ticket())
+        closing = {"long": "sell", "short": "buy"}.get(side or "")
+        reduce_only = bool(call.params.get("reduceOnly") or call.params.get("reduce_only"))
+        if call.entry.kind != "close_position" and not reduce_only and call.side != closing:
+            return (yield from self._passthrough(entry, args, kwargs, call, market))
+        call.contract_exit = call.entry.kind != "close_position"
+        if closing is not None and call.entry.kind == "close_position":
+            call.side = closing
+        return (yield from self.exit(call, market, position_side=side))
+
+    def _position(self, symbol: str, ticket: int) -> Flow[tuple[str | None, Decimal, int | None]]:
+        positions, _ = yield FetchBalance(ticket, what="positions")
+        return self.adapter.position(positions, symbol)
+
     # =====================================================================================
     # The exit, top to bottom
     # =====================================================================================
-    def exit(self, call: OrderCall, market: MarketInfo) -> Flow[Any]:
+    def exit(
+        self, call: OrderCall, market: MarketInfo, position_side: str | None = None
+    ) -> Flow[Any]:
         rec = self._new_record(call, market)
+        rec.position_side = position_side
         error: BaseException | None = None
         try:
             retried = yield from self._prepare(rec, call)
@@ -637,6 +670,8 @@ class Engine:
     # 4 and 5. Balance refresh and clamp
     # =====================================================================================
     def _refresh_holdings(self, rec: ExitRecord) -> Flow[Decimal]:
+        if rec.market.contract:
+            return (yield from self._refresh_position(rec))
         span = self._stage(rec, "nija_guard.balance_refresh")
         try:
             balance, started_ms = yield FetchBalance(rec.ticket)
@@ -670,6 +705,37 @@ class Engine:
         )
         return rec.sellable
 
+    def _refresh_position(self, rec: ExitRecord) -> Flow[Decimal]:
+        """Derivatives: the open position, fetched after admission, is what an exit may close."""
+        span = self._stage(rec, "nija_guard.balance_refresh")
+        try:
+            positions, started_ms = yield FetchBalance(rec.ticket, what="positions")
+        finally:
+            self._end_stage(rec, span)
+        side, contracts, stamp = self.adapter.position(positions, rec.exit.symbol)
+        if rec.position_side is not None and side != rec.position_side:
+            contracts = ZERO  # the position it meant to close is gone (or flipped)
+        closing = {"long": "sell", "short": "buy"}.get(side or "")
+        if closing is not None and rec.exit.side != closing:
+            contracts = ZERO  # this order would add to the position, not close it
+        rec.position_side = rec.position_side or side
+        # Our own fills that a snapshot from before them still counts as open.
+        sellable = contracts - self.book.unreflected_sells(
+            rec.holding, stamp, started_ms, exclude=rec, positional=True
+        )
+        rec.pre_total = contracts
+        rec.sellable = max(sellable, ZERO)
+        yield from self._notify(
+            rec,
+            "nija_guard_balance_refreshed",
+            exit=rec.exit,
+            free=float(contracts),
+            total=float(contracts),
+            sellable=float(rec.sellable),
+            balance_timestamp=stamp,
+        )
+        return rec.sellable
+
     def _clamp(self, rec: ExitRecord, call: OrderCall, sellable: Decimal) -> Flow[Decimal]:
         """``floor(min(requested, sellable) / step) * step``; dust and nothing refused."""
         market = rec.market
@@ -677,7 +743,9 @@ class Engine:
             self.book.dust.pop(rec.key)
             rec.exit = rec.exit.evolve(outcome=Outcome.NOTHING_TO_SELL)
             raise NothingToSell(
-                f"nothing to sell: {market.base} holdings are 0"
+                f"nothing to close: no open {rec.exit.symbol} position on that side"
+                if market.contract
+                else f"nothing to sell: {market.base} holdings are 0"
                 + (" in the ledger" if self.options.ownership == "ledger" else ""),
                 exit=rec.exit,
             )
@@ -949,36 +1017,43 @@ class Engine:
     def _unlock(
         self, rec: ExitRecord, *, successor: ExitRecord | None = None, hand_back: bool = False
     ) -> Flow[None]:
-        """Give up ``rec``'s close lock, then its lease.
+        """Give up ``rec``'s lease, then its close lock.
 
         The lock goes back to the exit an edit amended when ``hand_back`` (the
         edit never reached the exchange, so the amended order still rests), or
-        straight to ``successor`` (replace), or is released, waking waiters. The
-        lock moves first: a failing lease backend can never leave it held.
+        straight to ``successor`` (replace), or is released, waking waiters.
+        The lease goes first, so whoever gets the lock can take it; the lock is
+        released in a ``finally``: a failing or cancelled lease release can
+        never leave it held.
         """
         lease, rec.lease = rec.lease, None
         previous = rec.replaced
-        took_over = False
-        if (
+        handed_back = bool(
             hand_back
             and previous is not None
             and not previous.settled
             and self.book.hand_back(previous, rec)
-        ):
+        )
+        if handed_back and previous is not None:
             previous.lease, lease = lease, None
             previous.replacer = None
-        elif successor is not None and self.book.take_over(successor, rec):
-            took_over = True
-        else:
-            for wake in self.book.release(rec):
-                wake()
-        if lease is not None:
-            try:
-                yield Release(lease)
-            except Exception:
-                log.exception(
-                    "lease release failed", extra=self._log_fields(rec, "lease_release_failed")
-                )
+        took_over = False
+        try:
+            if lease is not None:
+                try:
+                    yield Release(lease)
+                except Exception:
+                    log.exception(
+                        "lease release failed",
+                        extra=self._log_fields(rec, "lease_release_failed"),
+                    )
+        finally:
+            if not handed_back:
+                if successor is not None and self.book.take_over(successor, rec):
+                    took_over = True
+                else:
+                    for wake in self.book.release(rec):
+                        wake()
         if took_over and successor is not None:
             successor.lease = yield Acquire(self._lease_key(successor), successor.exit.exit_id)
 
@@ -997,8 +1072,7 @@ class Engine:
 
     def _flush(self, rec: ExitRecord) -> None:
         """3. Delete the guard's cached state of the symbol at once."""
-        with self.book.mutex:
-            self.book.balance_latest = None
+        self.book.forget_holdings()
         self.book.dust.pop(rec.key)
         if self.options.ownership == "ledger":
             left = self.book.ledger_available(rec.market.base)
@@ -1168,14 +1242,20 @@ class Engine:
         if rec.pre_total is None:
             return False
         try:
-            balance, _ = yield FetchBalance(self.book.next_ticket())
+            if rec.market.contract:
+                positions, _ = yield FetchBalance(self.book.next_ticket(), what="positions")
+                side, total, stamp = self.adapter.position(positions, rec.exit.symbol)
+                if side != rec.position_side:
+                    total = ZERO
+            else:
+                balance, _ = yield FetchBalance(self.book.next_ticket())
+                _, total, stamp = self.adapter.holdings(balance, rec.market.base)
         except ccxt.BaseError:
             return True  # no evidence either way: stay unknown
-        _, total, stamp = self.adapter.holdings(balance, rec.market.base)
         if stamp is not None and stamp < (rec.submitted_ms or 0):
             return True  # a lagging snapshot from before the submit proves nothing
 
-        explained = self.book.sold_since(rec.market.base, rec.submitted_ms or 0, exclude=rec)
+        explained = self.book.sold_since(rec.holding, rec.submitted_ms or 0, exclude=rec)
         tolerance = (rec.market.amount_step or Decimal("1e-12")) / 2
         return total + explained < rec.pre_total - tolerance
 
@@ -1664,7 +1744,7 @@ class Engine:
     def _confirm_lease(self, rec: ExitRecord) -> Flow[None]:
         """Right before the submit: is the lease still ours? If not, send nothing."""
         lease = rec.lease
-        renewed = (yield Renew(lease)) if lease is not None else None
+        renewed = (yield Renew(lease)) if lease is not None and not rec.lease_lost else None
         if renewed is not None:
             rec.lease = renewed
             return
@@ -1702,6 +1782,7 @@ class Engine:
     def _lease_lost(self, rec: ExitRecord, lease: Lease | None, *, retake: bool) -> Flow[None]:
         """The backend no longer says we hold the lease: report it; maybe take it again."""
         rec.lease = None
+        rec.lease_lost = True  # whatever happens next, this exit sends nothing new
         key = lease.key if lease is not None else self._lease_key(rec)
         log.error(
             "lease of %s lost (expired, or the backend lost it); another process may exit it",
@@ -1710,8 +1791,9 @@ class Engine:
         )
         self.telemetry.event(self._span_of(rec), "nija_guard.lease_lost", {"nija_guard.key": key})
         yield from self._notify(rec, "nija_guard_lease_lost", exit=rec.exit, key=key)
-        if retake:
-            # Its order still rests: hold the key again if nobody else took it.
+        if retake and rec.phase in (Phase.ACTIVE, Phase.UNKNOWN):
+            # Its order may still rest on the exchange: hold the key again if
+            # nobody else took it. An exit that has not sent anything never does.
             rec.lease = yield Acquire(key, rec.exit.exit_id)
 
     def _recover(self, rec: ExitRecord) -> Flow[ExitRecord | None]:

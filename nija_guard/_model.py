@@ -130,7 +130,8 @@ class MarketInfo:
     min_cost: Decimal | None
     # The fee of a sell is taken from the base asset on top of the amount.
     sell_fee_rate_in_base: Decimal = ZERO
-    contract: bool = False
+    contract: bool = False  # a derivative: amounts are contracts, holdings are positions
+    contract_size: Decimal = Decimal(1)  # base units per contract
 
     def floor_amount(self, amount: Decimal) -> Decimal:
         """``floor(amount / step) * step``: never rounds up into holdings we lack."""
@@ -147,8 +148,9 @@ class MarketInfo:
             return "amount rounds down to zero"
         if self.min_amount is not None and amount < self.min_amount:
             return f"amount {amount} below minimum {self.min_amount}"
-        if self.min_cost is not None and price is not None and amount * price < self.min_cost:
-            return f"cost {amount * price} below minimum {self.min_cost}"
+        cost = amount * self.contract_size * price if price is not None else None
+        if self.min_cost is not None and cost is not None and cost < self.min_cost:
+            return f"cost {cost} below minimum {self.min_cost}"
         return None
 
 

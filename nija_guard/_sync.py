@@ -109,14 +109,18 @@ class SyncDriver:
     def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int]:
         """Single flight: one fetch_balance serves every exit admitted before it started."""
         while True:
-            kind, flight = self.book.balance_plan(effect.ticket)
+            kind, flight = self.book.balance_plan(effect.ticket, effect.what)
             if kind == "lead":
                 try:
                     if flight.after is not None:
                         flight.after.done.wait()
                     self.book.balance_start(flight, int(time.time() * 1000))
-                    self.calls["balance"] = self.calls.get("balance", 0) + 1
-                    flight.result = self.client.fetch_balance()
+                    self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
+                    flight.result = (
+                        self.client.fetch_balance()
+                        if effect.what == "balance"
+                        else self.client.fetch_positions()
+                    )
                 except BaseException as exc:
                     flight.error = exc
                     raise
