@@ -141,8 +141,8 @@ class Adapter(Protocol):
     ) -> dict[str, Any]: ...
     def order_view(self, order: Any) -> OrderView: ...
     def lookup_by_client_id(
-        self, symbol: str, client_order_id: str
-    ) -> tuple[str, tuple[Any, ...]]: ...
+        self, symbol: str, client_order_id: str, client: Any = None
+    ) -> list[tuple[str, tuple[Any, ...]]]: ...
     def outcome_is_unknown(self, error: BaseException) -> bool: ...
 
 
@@ -505,9 +505,23 @@ class CcxtAdapter:
                 return str(value)
         return None
 
-    def lookup_by_client_id(self, symbol: str, client_order_id: str) -> tuple[str, tuple[Any, ...]]:
-        """The call that fetches an order by client id (``fetch_order`` + params)."""
-        return "fetch_order", (None, symbol, {"clientOrderId": client_order_id})
+    def lookup_by_client_id(
+        self, symbol: str, client_order_id: str, client: Any = None
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """Calls that find an order by client id, in the order to try them.
+
+        Most venues: ``fetch_order`` with ``clientOrderId`` (binance sends it as
+        ``origClientOrderId``, okx as ``clOrdId``). Kraken cannot: its
+        ``fetch_order`` sends the param as an integer ``userref``; its open and
+        closed order listings filter by ``cl_ord_id`` instead.
+        """
+        params = {"clientOrderId": client_order_id}
+        if getattr(client, "id", None) == "kraken":
+            return [
+                ("fetch_open_orders", (symbol, None, None, params)),
+                ("fetch_closed_orders", (symbol, None, None, params)),
+            ]
+        return [("fetch_order", (None, symbol, params))]
 
     # -- orders ----------------------------------------------------------------------
     def order_view(self, order: Any) -> OrderView:

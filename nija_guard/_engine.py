@@ -375,14 +375,26 @@ class Engine:
         """The exchange acknowledged the order. 2. It keeps the lock until final."""
         try:
             view = self.adapter.order_view(reply)
-            if view.id is None and view.status is None:
-                # ccxt parsed a 200 that was not an order (binance: a cut-off body).
-                raise ccxt.BadResponse(
-                    f"{rec.exit.method}() returned an order without id or status"
-                )
         except Exception as error:
             # A reply we cannot read: the order may well exist.
             return (yield from self._submit_failed(rec, error))
+        if view.id is None and view.status is None:
+            # No id, no status: okx's close_position answers so, and binance's
+            # cut-off body parses so. Our client id finds the order, if there is one.
+            try:
+                found = yield from self._lookup(rec, "confirm")
+            except Exception:
+                found = None
+            if found is None:
+                return (
+                    yield from self._submit_failed(
+                        rec,
+                        ccxt.BadResponse(
+                            f"{rec.exit.method}() returned an order without id or status"
+                        ),
+                    )
+                )
+            view = found
         previous = rec.replaced
         if previous is not None and view.id is not None and view.id == previous.order_id:
             self._retire_amended(previous, rec)
@@ -1119,12 +1131,9 @@ class Engine:
                     purpose="confirm",
                     span=self._span_of(rec),
                 )
+                confirmed = self._view_or_none(reply)
             else:
-                method, args = self.adapter.lookup_by_client_id(
-                    rec.exit.symbol, rec.client_order_id or ""
-                )
-                reply = yield Call(method, args, purpose="confirm", span=self._span_of(rec))
-            confirmed = self._view_or_none(reply)
+                confirmed = yield from self._lookup(rec, "confirm")
         except ccxt.BaseError:
             confirmed = None
         return confirmed if confirmed is not None and confirmed.status else view
@@ -1171,24 +1180,35 @@ class Engine:
         finally:
             self._end_stage(rec, span)
 
+    def _lookup(self, rec: ExitRecord, purpose: str) -> Flow[OrderView | None]:
+        """The order with ``rec``'s client id, the ways the venue can look it up."""
+        cid = rec.client_order_id
+        if not cid:
+            return None
+        for method, args in self.adapter.lookup_by_client_id(rec.exit.symbol, cid, self.client):
+            try:
+                reply = yield Call(method, args, purpose=purpose, span=self._span_of(rec))
+            except ccxt.BaseError:
+                continue  # not found, or not a lookup this venue supports: the next one
+            for item in reply if isinstance(reply, list) else [reply]:
+                view = self._view_or_none(item)
+                if view is None or view.side not in (rec.exit.side, None):
+                    continue
+                # A venue that answers a lookup by client id may leave the id out.
+                if view.client_order_id == cid or (
+                    not isinstance(reply, list) and view.client_order_id is None
+                ):
+                    return view
+        return None
+
     def _find(self, rec: ExitRecord) -> Flow[OrderView | None]:
         """Exchange evidence of ``rec``'s order: by client id, open orders, recent trades."""
         cid, symbol = rec.client_order_id, rec.exit.symbol
         if not cid:
             return None
-        method, args = self.adapter.lookup_by_client_id(symbol, cid)
-        try:
-            view = self._view_or_none(
-                (yield Call(method, args, purpose="reconcile", span=self._span_of(rec)))
-            )
-            if (
-                view is not None
-                and view.client_order_id in (cid, None)
-                and view.side in ("sell", None)
-            ):
-                return view
-        except ccxt.BaseError:
-            pass  # not found, or lookups by client id unsupported: look elsewhere
+        found = yield from self._lookup(rec, "reconcile")
+        if found is not None:
+            return found
         try:
             for reply in (
                 yield Call(
@@ -1340,12 +1360,12 @@ class Engine:
                     purpose="poll",
                     span=self._span_of(rec),
                 )
+                view = self.adapter.order_view(reply)
             else:
-                method, args = self.adapter.lookup_by_client_id(
-                    rec.exit.symbol, rec.client_order_id or ""
-                )
-                reply = yield Call(method, args, purpose="poll", span=self._span_of(rec))
-            view = self.adapter.order_view(reply)
+                found = yield from self._lookup(rec, "poll")
+                if found is None:
+                    raise ccxt.OrderNotFound(f"no order with client id {rec.client_order_id}")
+                view = found
         except Exception as error:
             log.debug("poll of %s failed: %s", rec.order_id, type(error).__name__)
             self._schedule(rec, progressed=False)

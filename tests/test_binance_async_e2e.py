@@ -78,7 +78,8 @@ def test_async_binance_ghost_is_reconciled(
             order = await ex.create_market_sell_order("BTC/USDT", 0.4)
             assert order["filled"] == pytest.approx(0.4)
             assert len(fake.venue.all_orders()) == 1
-            assert len(recorder.named("outcome_unknown")) == 1
+            unknown = 0 if fault == "bad_json_after" else 1  # a cut-off 200 is found at once
+            assert len(recorder.named("outcome_unknown")) == unknown
             no_leaks(ex)
 
     asyncio.run(main())
