@@ -113,8 +113,8 @@ class OrderCall:
         args = dict(self.arguments)
         if amount is not None:
             args["amount"] = float(amount)
-        if "side" in args:
-            args["side"] = self.side
+        if args.get("side") is not None and self.entry.kind != "close_position":
+            args["side"] = self.side  # normalized: "SELL" reaches ccxt as "sell"
         if "params" in args:
             args["params"] = dict(params)
         return args
@@ -447,7 +447,9 @@ class CcxtAdapter:
             contracts = abs(to_decimal(position.get("contracts")) or ZERO)
             side = position.get("side")
             if contracts > best[1] and side in ("long", "short"):
-                stamp = position.get("timestamp")
+                # lastUpdateTimestamp: ccxt's "timestamp" of a position is often
+                # when it was opened (okx cTime), not when the snapshot was true.
+                stamp = position.get("lastUpdateTimestamp")
                 best = (
                     side,
                     contracts,

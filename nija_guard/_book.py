@@ -119,6 +119,7 @@ class ExitRecord:
     final_ts: int | None = None  # when the exchange made the order final (its clock)
     filled_before: Decimal = ZERO  # fills that happened before we adopted the order
     lease_lost: bool = False  # its backend lease was lost once: it may not submit
+    last_fill_ts: int | None = None  # exchange clock: the last fill seen
     position_side: str | None = None  # derivatives: the side of the position it closes
 
     @property
@@ -169,6 +170,8 @@ class SettledSell:
     settled_mono: float
     amount: Decimal = ZERO
     final_ts: int | None = None  # exchange clock: when the order became final
+    settled_ms: int = 0  # local wall clock: when the guard saw it final
+    last_fill_ts: int | None = None  # exchange clock: its last fill (what moves a position)
 
     def reflected_in(self, snapshot_ms: int | None, snapshot_local_ms: int) -> bool:
         if self.exchange_ts is not None and snapshot_ms is not None:
@@ -495,6 +498,8 @@ class Book:
                         self.clock(),
                         rec.amount or ZERO,
                         rec.final_ts,
+                        int(time.time() * 1000),
+                        rec.last_fill_ts,
                     )
                 )
             self._maybe_forget(rec.holding, sells)
@@ -541,11 +546,11 @@ class Book:
                     total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms)
             for done in sells.settled:
                 if positional:
-                    seen = (
-                        done.final_ts is not None
-                        and snapshot_ms is not None
-                        and done.final_ts <= snapshot_ms
-                    )
+                    # A position moves only on fills: its time is its last change.
+                    if snapshot_ms is not None and done.last_fill_ts is not None:
+                        seen = done.last_fill_ts <= snapshot_ms
+                    else:  # no exchange clock to compare: a fetch begun after we saw it final
+                        seen = done.settled_ms <= snapshot_local_ms
                     total += ZERO if seen else done.filled
                 else:
                     total += done.correction(snapshot_ms, snapshot_local_ms)

@@ -1113,6 +1113,9 @@ class Engine:
                 return ZERO
             rec.filled = filled
             rec.base_fee = view.base_fee
+            stamp = view.raw.get("lastTradeTimestamp") or view.raw.get("lastUpdateTimestamp")
+            if isinstance(stamp, (int, float)) and stamp > 0:
+                rec.last_fill_ts = int(stamp)
         if view.average:
             self.book.prices.put(rec.exit.symbol, view.average, self.clock())
         if rec.kind == "buy":
