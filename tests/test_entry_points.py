@@ -194,3 +194,18 @@ def test_a_rejected_edit_gives_the_lock_back_to_the_resting_order(
     assert ex.nija_guard.locked_symbols() == []
     lease_prefix = ex.nija_guard.account + "/"
     assert ex.nija_guard.backend.leases(lease_prefix) == []
+
+
+def test_compatibility_table_is_current() -> None:
+    """docs/compatibility.md's table is what the enumeration gives for the installed ccxt."""
+    from pathlib import Path
+
+    from nija_guard._compat import rows, table
+
+    assert all(not row["unguarded"] for row in rows()), "an order-entry method is not guarded"
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "compatibility.md").read_text()
+    start = doc.index("<!-- generated: python -m nija_guard._compat -->") + len(
+        "<!-- generated: python -m nija_guard._compat -->\n"
+    )
+    end = doc.index("<!-- end generated -->")
+    assert doc[start:end] == table(), "regenerate the table: python -m nija_guard._compat"
