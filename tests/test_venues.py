@@ -216,3 +216,31 @@ def test_async_ghost(venue: VenueCase) -> None:
             assert len(venue.orders_sent()) == 1 and venue.held() == 0
 
     asyncio.run(main())
+
+
+def test_async_scenarios(venue: VenueCase, recorder: Recorder) -> None:
+    """Scenarios 2, 3, 5, 6 on the venue's async client."""
+
+    async def main() -> None:
+        async with nija_guard.guard(venue.async_client(), **FAST, plugins=[recorder]) as ex:
+            # 2: a resting exit refuses a new one until it is final
+            await ex.create_limit_sell_order(venue.symbol, venue.size / 2, venue.high, venue.exit)
+            with pytest.raises(nija_guard.ExitInProgress):
+                await ex.create_market_sell_order(venue.symbol, venue.size / 2, venue.exit)
+            venue.set_price(venue.high + 1000)
+            for _ in range(2000):
+                if not ex.nija_guard.locked_symbols():
+                    break
+                await asyncio.sleep(0.005)
+            assert ex.nija_guard.locked_symbols() == []
+            # 5 and 3: clamped to the rest, flushed
+            order = await ex.create_market_sell_order(venue.symbol, venue.size * 3, venue.exit)
+            assert order["amount"] == pytest.approx(venue.size / 2)
+            assert venue.symbol in [f["symbol"] for f in recorder.named("position_flushed")]
+            # 6: nothing left, nothing sent
+            with pytest.raises(nija_guard.NothingToSell):
+                await ex.create_market_sell_order(venue.symbol, venue.size, venue.exit)
+            assert len(venue.orders_sent()) == 2
+            no_leaks(ex)
+
+    asyncio.run(main())
