@@ -93,6 +93,7 @@ class ExitRecord:
     submitted_mono: float | None = None
     pre_total: Decimal | None = None  # holdings total before submit: evidence for reconciling
     settled: bool = False
+    journaled: bool = False  # the backend has a row for it that is not settled
     lease: Lease | None = None
     owner: Any = None  # the Guard that tracks this record
     intent: tuple[Any, ...] = ()

@@ -1728,7 +1728,14 @@ class Engine:
             rec.ledger_reserved = ZERO
         rec.phase = Phase.SETTLED
         rec.settled = True
-        yield from self._unlock(rec, hand_back=True)
+        try:
+            if rec.journaled:
+                # Its "intent" row would otherwise wait for a recovery to find nothing.
+                yield from self._journal(rec, "settled")
+        except BackendUnavailable:
+            pass  # the row stays; the next exit of the symbol finds no order and drops it
+        finally:
+            yield from self._unlock(rec, hand_back=True)
 
     def _submission(self, rec: ExitRecord, call: OrderCall) -> tuple[str, dict[str, Any]]:
         params = self.adapter.submission_params(call, rec.client_order_id or "", self.client)
@@ -1989,6 +1996,7 @@ class Engine:
         return f"{self.account}/{rec.key}"
 
     def _journal(self, rec: ExitRecord, state: str) -> Flow[None]:
+        rec.journaled = state != "settled"  # set first: a failed write may have landed
         yield Journal(
             JournalEntry(
                 account=self.account,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -66,6 +67,15 @@ end
 return 0
 """
 
+# Deletes a lease this backend may have taken without knowing it, whatever its token.
+FORGET = """
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^(.*)|[0-9]+$') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 FOREVER_MS = 10 * 365 * 86400 * 1000
 
 
@@ -101,6 +111,11 @@ class RedisBackend:
         self._acquire = self._redis.register_script(ACQUIRE)
         self._renew = self._redis.register_script(RENEW)
         self._release = self._redis.register_script(RELEASE)
+        self._forget = self._redis.register_script(FORGET)
+        # Leases an acquire may have taken (or a release may have left) while Redis
+        # did not answer: lease key -> (owner, exact value if known, latest expiry).
+        self._doubtful: dict[str, tuple[str, str | None, float]] = {}
+        self._doubt_lock = threading.Lock()
 
     def _call(self, action: Callable[[], T]) -> T:
         try:
@@ -117,6 +132,7 @@ class RedisBackend:
 
     # -- leases ----------------------------------------------------------------------
     def acquire(self, key: str, owner: str, ttl: float | None) -> Lease | None:
+        self._forget_doubtful()
         ttl_ms = int((ttl if ttl is not None else FOREVER_MS / 1000) * 1000)
         lease_key = self._lease_key(key)
         try:
@@ -125,15 +141,64 @@ class RedisBackend:
             )
         except self._errors as first:
             # The script may have run and only its reply been lost: read the key back.
-            current = self._call(lambda: self._redis.get(lease_key))
+            try:
+                current = self._redis.get(lease_key)
+            except self._errors:
+                # Redis stalled: the script may still run when it resumes, and take a
+                # lease nobody will use. Forget it at the next lease call.
+                self._doubt(lease_key, owner, None, ttl_ms)
+                raise BackendUnavailable(
+                    f"redis backend {self.url}: {type(first).__name__}"
+                ) from first
             if isinstance(current, str) and current.rsplit("|", 1)[0] == owner:
+                self._undoubt(lease_key, owner)
                 return self._from_value(key, current, ttl)
             if current is None:
+                self._doubt(lease_key, owner, None, ttl_ms)
                 raise BackendUnavailable(
                     f"redis backend {self.url}: {type(first).__name__}"
                 ) from first
             return None
-        return self._from_value(key, value, ttl) if int(granted) == 1 else None
+        if int(granted) != 1:
+            return None
+        self._undoubt(lease_key, owner)  # the owner took it again: it is in use now
+        return self._from_value(key, value, ttl)
+
+    def _doubt(self, lease_key: str, owner: str, value: str | None, ttl_ms: int) -> None:
+        with self._doubt_lock:
+            self._doubtful[lease_key] = (owner, value, time.monotonic() + ttl_ms / 1000)
+
+    def _undoubt(self, lease_key: str, owner: str) -> None:
+        with self._doubt_lock:
+            if self._doubtful.get(lease_key, ("",))[0] == owner:
+                del self._doubtful[lease_key]
+
+    def _forget_doubtful(self) -> None:
+        """Delete the leases a stalled call may have taken for an owner that gave up.
+
+        An entry stays until its lease is gone or could no longer exist (its TTL has
+        passed): a script stuck in a dead connection's buffer can still run late.
+        Errors leave the entries for the next call, which then fails on its own.
+        """
+        if not self._doubtful:
+            return
+        with self._doubt_lock:
+            doubtful = list(self._doubtful.items())
+        now = time.monotonic()
+        for lease_key, (owner, value, until) in doubtful:
+            if now < until:
+                try:
+                    if value is None:  # an acquire's: any token of that owner
+                        gone = self._forget(keys=[lease_key], args=[owner])
+                    else:  # a release's: exactly that lease, never a newer one
+                        gone = self._release(keys=[lease_key], args=[value])
+                except self._errors:
+                    return
+                if not int(gone) and value is None:
+                    continue  # not (yet) there: the script may still run late
+            with self._doubt_lock:
+                if self._doubtful.get(lease_key) == (owner, value, until):
+                    del self._doubtful[lease_key]
 
     def _from_value(self, key: str, value: str, ttl: float | None) -> Lease:
         owner, token = value.rsplit("|", 1)
@@ -153,9 +218,19 @@ class RedisBackend:
         )
 
     def release(self, lease: Lease) -> bool:
-        done = self._call(
-            lambda: self._release(keys=[self._lease_key(lease.key)], args=[self._value(lease)])
-        )
+        self._forget_doubtful()
+        lease_key = self._lease_key(lease.key)
+        try:
+            done = self._release(keys=[lease_key], args=[self._value(lease)])
+        except self._errors as exc:
+            # Whether or not it ran, the owner is done with the lease: make sure of it
+            # at the next lease call rather than blocking the symbol for the TTL.
+            if lease.expires_at is None:
+                self._doubt(lease_key, lease.owner, self._value(lease), FOREVER_MS)
+            elif lease.expires_at > time.time():
+                remaining_ms = int((lease.expires_at - time.time()) * 1000) + 1
+                self._doubt(lease_key, lease.owner, self._value(lease), remaining_ms)
+            raise BackendUnavailable(f"redis backend {self.url}: {type(exc).__name__}") from exc
         return bool(int(done))
 
     def holder(self, key: str) -> Lease | None:

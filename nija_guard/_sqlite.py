@@ -78,7 +78,7 @@ class SqliteBackend:
                     self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
                 )
                 db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-                db.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(db)
                 db.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as exc:
                 raise BackendUnavailable(
@@ -86,6 +86,25 @@ class SqliteBackend:
                 ) from exc
             self._local.db, self._local.pid = db, pid
         return db
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        # WAL is a property of the file: once set, later opens only read it. Switching
+        # a new file takes a lock that SQLite does not busy-wait for, so processes of
+        # a fleet started together retry it here, up to the same timeout.
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                    return
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

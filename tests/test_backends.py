@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -458,3 +458,77 @@ def test_redis_errors_become_backend_unavailable(monkeypatch: pytest.MonkeyPatch
         backend.acquire("acct/BTC/USDT", "me", 30)
     backend.close()
     assert isinstance(nija_guard.BackendUnavailable("x"), ccxt.ExchangeNotAvailable)
+
+
+def test_redis_forgets_a_lease_an_unanswered_acquire_took_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis stalls: the acquire and its read-back time out, the script runs afterwards."""
+    require_redis()
+    import redis
+
+    backend = open_backend(f"{REDIS_URL}?prefix=late-{uuid.uuid4().hex[:8]}:")
+    script = backend._acquire  # type: ignore[attr-defined]
+    late: list[Callable[[], Any]] = []
+
+    def stalled(*args: Any, **kwargs: Any) -> Any:
+        late.append(lambda: script(*args, **kwargs))  # runs when Redis resumes
+        raise redis.TimeoutError("stalled")
+
+    def no_answer(*args: Any, **kwargs: Any) -> Any:
+        raise redis.TimeoutError("stalled")
+
+    monkeypatch.setattr(backend, "_acquire", stalled)
+    monkeypatch.setattr(backend._redis, "get", no_answer)  # type: ignore[attr-defined]
+    with pytest.raises(nija_guard.BackendUnavailable):
+        backend.acquire("acct/BTC/USDT", "gave-up", 30)
+    monkeypatch.undo()
+    late[0]()  # Redis resumes and runs the stalled script: a lease nobody will use
+    assert backend.holder("acct/BTC/USDT").owner == "gave-up"  # type: ignore[union-attr]
+
+    lease = backend.acquire("acct/BTC/USDT", "next-exit", 30)
+    assert lease is not None and lease.owner == "next-exit"
+    # Once the orphan is gone the doubt is dropped: nothing else of "gave-up" is touched.
+    assert backend._doubtful == {}  # type: ignore[attr-defined]
+    assert backend.release(lease)
+    backend.close()
+
+
+def test_redis_release_whose_reply_was_lost_is_made_sure_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_redis()
+    import redis
+
+    backend = open_backend(f"{REDIS_URL}?prefix=rel-{uuid.uuid4().hex[:8]}:")
+    first = backend.acquire("acct/BTC/USDT", "exit-1", 30)
+    assert first is not None
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("reset")
+
+    monkeypatch.setattr(backend, "_release", lost)
+    with pytest.raises(nija_guard.BackendUnavailable):
+        backend.release(first)
+    monkeypatch.undo()
+    assert backend.holder("acct/BTC/USDT") is not None  # the release never ran
+    other = backend.acquire("acct/ETH/USDT", "exit-2", 30)  # any later lease call...
+    assert backend.holder("acct/BTC/USDT") is None  # ...releases it
+    assert other is not None and backend.release(other)
+
+    # The owner takes the key again after a lost release: its new lease survives
+    # every later lease call (the doubt was about the old token only).
+    again = backend.acquire("acct/BTC/USDT", "exit-1", 30)
+    assert again is not None
+    monkeypatch.setattr(backend, "_release", lost)
+    with pytest.raises(nija_guard.BackendUnavailable):
+        backend.release(again)
+    monkeypatch.undo()
+    newer = backend.acquire("acct/BTC/USDT", "exit-1", 30)
+    assert newer is not None and newer.token > again.token
+    probe = backend.acquire("acct/ETH/USDT", "exit-3", 30)
+    assert probe is not None and backend.release(probe)
+    holder = backend.holder("acct/BTC/USDT")
+    assert holder is not None and (holder.owner, holder.token) == ("exit-1", newer.token)
+    assert backend.release(newer)
+    backend.close()

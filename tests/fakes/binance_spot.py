@@ -24,8 +24,9 @@ What it covers, and how it mirrors Binance:
 - venue exceptions become Binance error bodies (see :data:`ERRORS`) that ccxt
   maps back to the matching ccxt classes;
 - faults (:meth:`FakeBinance.inject`): an error reply or a dropped connection,
-  before the venue saw the request or after it acted (a ghost order), and a
-  200 reply whose body is not JSON;
+  before the venue saw the request or after it acted (a ghost order), a
+  200 reply whose body is not JSON, and a reply held back after the venue
+  acted until the test releases it (``hang_after``: a client stuck mid-request);
 - every request is recorded (:attr:`FakeBinance.requests`); a path the fake does
   not serve gets a 404 with a JSON body and shows up in :attr:`FakeBinance.unknown`.
 
@@ -36,7 +37,6 @@ presence of ``timestamp``), and IOC/FOK apply to plain LIMIT orders only.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import itertools
@@ -61,10 +61,14 @@ import ccxt.async_support
 from nija_guard.testing import Market, Venue, VenueOrder, VenueTrade
 from nija_guard.testing._venue import default_markets
 
-__all__ = ["ERRORS", "FAULTS", "BinanceError", "FakeBinance", "RecordedRequest"]
+from .ccxt_urls import point_at
+
+__all__ = ["ERRORS", "FAULTS", "BinanceError", "FakeBinance", "RecordedRequest", "point_at"]
 
 #: The fault kinds :meth:`FakeBinance.inject` accepts.
-FAULTS = frozenset({"error_before", "error_after", "drop_before", "drop_after", "bad_json_after"})
+FAULTS = frozenset(
+    {"error_before", "error_after", "drop_before", "drop_after", "bad_json_after", "hang_after"}
+)
 
 DEFAULT_BALANCES: Mapping[str, object] = {"BTC": 1, "ETH": 10, "USDT": 100_000}
 
@@ -256,6 +260,9 @@ class FakeBinance:
         self.server_errors: list[str] = []
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
+        # hang_after: one Event per held reply, set by release_hung() or stop().
+        self._hung: list[threading.Event] = []
+        self._hung_changed = threading.Condition(self._lock)
         self._meta: dict[str, _OrderMeta] = {}
         self._taker_trades: set[str] = set()
         self._uid = itertools.count(1)
@@ -302,6 +309,7 @@ class FakeBinance:
         server, self._server = self._server, None
         if server is None:
             return
+        self.release_hung()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -352,36 +360,7 @@ class FakeBinance:
         return self._point_at_self(ccxt.async_support.binance(self.client_config(**config)))
 
     def _point_at_self(self, exchange: Any) -> Any:
-        base = self.url
-
-        def rewrite(value: Any) -> Any:
-            if isinstance(value, str) and value.startswith("http"):
-                return base + urlsplit(value).path
-            if isinstance(value, dict):
-                return {key: rewrite(item) for key, item in value.items()}
-            return value
-
-        urls = copy.deepcopy(exchange.urls)
-        # 'api' is what requests use; 'test' and 'demo' replace it in sandbox/demo mode.
-        for key in ("api", "test", "demo"):
-            if key in urls:
-                urls[key] = rewrite(urls[key])
-        exchange.urls = urls
-        # ccxt.binance consults its spot-only error map when a URL starts with
-        # https://api.binance.com/, which a loopback URL never does. Put that map
-        # first, as production does, so e.g. -1008 is OperationFailed there and here.
-        errors = exchange.exceptions
-        spot = errors.get("spot", {})
-        spot_broad = spot.get("broad", {})
-        exchange.exceptions = {
-            **errors,
-            "exact": {**errors.get("exact", {}), **spot.get("exact", {})},
-            "broad": {
-                **spot_broad,
-                **{k: v for k, v in errors.get("broad", {}).items() if k not in spot_broad},
-            },
-        }
-        return exchange
+        return point_at(exchange, self.url)
 
     # -- faults and the request log ----------------------------------------------
     def inject(
@@ -400,8 +379,11 @@ class FakeBinance:
         ``error_after`` lets the venue act, then replies ``status``/``body``;
         ``drop_before`` / ``drop_after`` close the connection without a reply,
         before / after the venue acted; ``bad_json_after`` lets the venue act and
-        replies 200 with a truncated (non-JSON) body. ``body`` defaults to what
-        Binance or its gateway sends for ``status`` (see :func:`_fault_body`).
+        replies 200 with a truncated (non-JSON) body; ``hang_after`` lets the
+        venue act, records the request, then holds its (normal) reply until
+        :meth:`release_hung` or :meth:`stop`: the client is stuck mid-request
+        (see :meth:`wait_hung`). ``body`` defaults to what Binance or its gateway
+        sends for ``status`` (see :func:`_fault_body`).
 
         What ccxt.binance 4.5.90 makes of them (pinned by tests/test_fake_binance.py):
         a 5xx gateway page is ExchangeNotAvailable (504: RequestTimeout), 429/418
@@ -423,6 +405,18 @@ class FakeBinance:
             raise ValueError("times must be >= 1")
         with self._lock:
             self._faults.append(_Fault(method, path, fault, times, status, body))
+
+    def wait_hung(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` replies are held by ``hang_after`` (in all); False on timeout."""
+        with self._hung_changed:
+            return self._hung_changed.wait_for(lambda: len(self._hung) >= count, timeout)
+
+    def release_hung(self) -> None:
+        """Send every reply ``hang_after`` holds now (the connection may be gone by then)."""
+        with self._lock:
+            held = list(self._hung)
+        for event in held:
+            event.set()
 
     def pending_faults(self) -> list[tuple[str, str, str, int]]:
         """Injected faults not yet used up: (method, path, fault, remaining)."""
@@ -489,6 +483,14 @@ class FakeBinance:
             if kind == "drop_after":
                 self._record(call, None, kind)
                 return None
+            if kind == "hang_after":
+                self._record(call, reply.status, kind)
+                release = threading.Event()
+                with self._hung_changed:
+                    self._hung.append(release)
+                    self._hung_changed.notify_all()
+                release.wait()
+                return reply
             if kind == "error_after":
                 reply = _fault_reply(fault)
             elif kind == "bad_json_after":
