@@ -12,8 +12,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import ccxt
 import pytest
-from conftest import FAST, Recorder
+from conftest import FAST, Recorder, wait_until
+from fakes.ccxt_urls import point_at
 from venues import Binance, Okx
 
 import nija_guard
@@ -135,3 +137,79 @@ def test_spot_orders_never_get_reduce_only() -> None:
         ex.nija_guard.close()
     finally:
         case.stop()
+
+
+class OkxClosingAll(ccxt.okx):  # type: ignore[misc]
+    """ccxt.okx has no close_all_positions (bitget, bingx, mexc... have one endpoint
+    for it). This one closes every open position, one close_position each, on the
+    raw client: what the guard sees is the one account-wide call."""
+
+    inside = threading.Event()  # set while closing; the test lines up a race on it
+    go_on = threading.Event()
+
+    def close_all_positions(self, params: dict[str, Any] | None = None) -> list[Any]:
+        type(self).inside.set()
+        assert type(self).go_on.wait(30)
+        open_positions = [p for p in self.fetch_positions() if p["contracts"]]
+        for p in open_positions:
+            self.close_position(p["symbol"])
+        return open_positions
+
+
+def closing_all_client(okx: Okx) -> Any:
+    OkxClosingAll.inside = threading.Event()
+    OkxClosingAll.go_on = threading.Event()
+    return point_at(OkxClosingAll(okx.fake.client_config()), okx.fake.url)
+
+
+def test_close_all_positions_excludes_every_exit_while_it_runs(
+    okx: Okx, recorder: Recorder
+) -> None:
+    okx.fake.venue.place("ETH/USDT:USDT", "sell", "market", "7")  # and short ETH
+    ex = nija_guard.guard(closing_all_client(okx), **FAST, plugins=[recorder])
+    try:
+        ex.load_markets()
+        closing = threading.Thread(target=ex.close_all_positions)
+        closing.start()
+        assert OkxClosingAll.inside.wait(30)
+        # While it runs, an exit of any symbol is refused and sends nothing.
+        with pytest.raises(nija_guard.ExitInProgress):
+            ex.create_market_sell_order(SYMBOL, 10, {"reduceOnly": True})
+        with pytest.raises(nija_guard.ExitInProgress):
+            ex.close_position("ETH/USDT:USDT")
+        with pytest.raises(nija_guard.ExitInProgress):
+            ex.close_all_positions()
+        OkxClosingAll.go_on.set()
+        closing.join(30)
+        assert not closing.is_alive()
+        assert position(okx) == (None, 0.0)
+        assert okx.fake.venue.position("ETH/USDT:USDT").side is None
+        assert len(okx.fake.requests_to("POST", "/api/v5/trade/close-position")) == 2
+        assert ex.nija_guard.locked_symbols() == []
+        # A stale exit afterwards finds nothing to close: holdings are fetched again.
+        with pytest.raises(nija_guard.NothingToSell):
+            ex.create_market_sell_order(SYMBOL, 10, {"reduceOnly": True})
+        assert okx.orders_sent() == [
+            r.params for r in okx.fake.requests_to("POST", "/api/v5/trade/close-position")
+        ]
+    finally:
+        OkxClosingAll.go_on.set()
+        ex.nija_guard.close()
+
+
+def test_close_all_positions_is_refused_while_an_exit_rests(okx: Okx, recorder: Recorder) -> None:
+    ex = nija_guard.guard(closing_all_client(okx), **FAST, plugins=[recorder])
+    try:
+        OkxClosingAll.go_on.set()
+        resting = ex.create_limit_sell_order(SYMBOL, 4, okx.high, {"reduceOnly": True})
+        assert resting["status"] == "open"
+        with pytest.raises(nija_guard.ExitInProgress):
+            ex.close_all_positions()
+        assert not okx.fake.requests_to("POST", "/api/v5/trade/close-position")
+        ex.cancel_order(resting["id"], SYMBOL)
+        wait_until(lambda: ex.nija_guard.locked_symbols() == [])
+        ex.close_all_positions()
+        assert position(okx) == (None, 0.0)
+        assert ex.nija_guard.locked_symbols() == []
+    finally:
+        ex.nija_guard.close()
