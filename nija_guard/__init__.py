@@ -8,6 +8,7 @@ Public names live here; the modules behind them are private.
 
 import logging
 
+from ._broker import Broker, OrderMethod
 from ._errors import (
     BackendUnavailable,
     DustPosition,
@@ -28,6 +29,7 @@ logging.getLogger("nija_guard").addHandler(logging.NullHandler())
 
 __all__ = [
     "BackendUnavailable",
+    "Broker",
     "DustPosition",
     "Exit",
     "ExitInProgress",
@@ -35,6 +37,7 @@ __all__ = [
     "Guard",
     "GuardError",
     "NothingToSell",
+    "OrderMethod",
     "Outcome",
     "OutcomeUnknown",
     "Phase",

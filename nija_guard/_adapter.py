@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import ccxt
 
@@ -121,9 +121,22 @@ class OrderCall:
 
 
 class Adapter(Protocol):
-    """What the engine needs from a broker client API. See :class:`CcxtAdapter`."""
+    """What the engine needs from a broker client API. See :class:`CcxtAdapter`.
 
+    The engine speaks ccxt's unified vocabulary: it asks for operations by
+    ccxt's method names (``fetch_balance``, ``fetch_order``, ``cancel_order``...),
+    reads replies through the adapter (:meth:`order_view`, :meth:`holdings`) and
+    decides on ccxt's error classes. An adapter for another broker translates:
+    :meth:`operation` performs an operation the broker's way, its errors come
+    back as ccxt errors, and :meth:`native_reply`/:meth:`native_error` give the
+    bot what its own broker would have given it.
+    """
+
+    def venue_name(self, client: Any) -> str: ...
     def account_id(self, client: Any, alias: str | None) -> str: ...
+    def is_async(self, client_type: type) -> bool: ...
+    def observed(self, client_type: type) -> Mapping[str, str]: ...
+    def operation(self, client: Any, name: str) -> Callable[..., Any]: ...
     def entry_points(self, client_type: type) -> Mapping[str, EntryPoint]: ...
     def parse_call(
         self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -136,14 +149,21 @@ class Adapter(Protocol):
     ) -> tuple[Decimal, Decimal, int | None]: ...
     def new_client_order_id(self, client: Any) -> str: ...
     def owns_client_order_id(self, client_order_id: str | None) -> bool: ...
-    def submission_params(
-        self, call: OrderCall, client_order_id: str, client: Any
+    def bot_client_order_id(self, call: OrderCall) -> str | None: ...
+    def submission(
+        self, call: OrderCall, amount: Decimal | None, client_order_id: str, client: Any
+    ) -> tuple[str, dict[str, Any]]: ...
+    def batch_request(
+        self, call: OrderCall, amount: Decimal | None, client_order_id: str | None, client: Any
     ) -> dict[str, Any]: ...
     def order_view(self, order: Any) -> OrderView: ...
+    def position(self, positions: Any, symbol: str) -> tuple[str | None, Decimal, int | None]: ...
     def lookup_by_client_id(
         self, symbol: str, client_order_id: str, client: Any = None
     ) -> list[tuple[str, tuple[Any, ...]]]: ...
     def outcome_is_unknown(self, error: BaseException) -> bool: ...
+    def native_reply(self, reply: Any) -> Any: ...
+    def native_error(self, error: BaseException) -> BaseException: ...
 
 
 _SIDES = {"sell": "sell", "buy": "buy"}
@@ -193,7 +213,31 @@ class CcxtAdapter:
         self._entry_cache: dict[type, Mapping[str, EntryPoint]] = {}
         self._market_cache: dict[tuple[int, str], tuple[Any, MarketInfo]] = {}
 
+    # Methods whose results tell the engine about orders it tracks.
+    OBSERVED: ClassVar[frozenset[str]] = frozenset(
+        {
+            "fetch_order",
+            "fetch_orders",
+            "fetch_open_orders",
+            "fetch_closed_orders",
+            "fetch_canceled_orders",
+            "fetch_canceled_and_closed_orders",
+            "fetch_order_with_client_order_id",
+            "cancel_order",
+            "cancel_orders",
+            "cancel_all_orders",
+        }
+    )
+
+    @staticmethod
+    def handles(client: Any) -> bool:
+        """ccxt clients, and anything speaking ccxt's unified API (the paper exchange)."""
+        return callable(getattr(client, "create_order", None))
+
     # -- identity ----------------------------------------------------------------
+    def venue_name(self, client: Any) -> str:
+        return str(getattr(client, "id", None) or type(client).__name__)
+
     def account_id(self, client: Any, alias: str | None) -> str:
         """Lock identity: the exchange id and a digest of the API key, or the alias."""
         exchange_id = str(getattr(client, "id", None) or type(client).__name__)
@@ -205,6 +249,37 @@ class CcxtAdapter:
             return f"{exchange_id}:{digest}"
         # No key: nothing links two clients, so each is its own account.
         return f"{exchange_id}:anonymous-{id(client):x}"
+
+    # -- performing -----------------------------------------------------------------
+    def is_async(self, client_type: type) -> bool:
+        """ccxt.async_support and ccxt.pro clients: their order methods are coroutines."""
+        try:
+            import ccxt.async_support as async_ccxt
+        except ImportError:  # pragma: no cover
+            return False
+        return issubclass(client_type, async_ccxt.Exchange) or inspect.iscoroutinefunction(
+            getattr(client_type, "create_order", None)
+        )
+
+    def observed(self, client_type: type) -> Mapping[str, str]:
+        """Attribute -> the operation whose results the engine learns from."""
+        found = {}
+        for attr in dir(client_type):
+            func = getattr(client_type, attr, None)
+            name = getattr(func, "__name__", None)
+            if callable(func) and name in self.OBSERVED:
+                found[attr] = str(name)
+        return found
+
+    def operation(self, client: Any, name: str) -> Callable[..., Any]:
+        """The engine's operations are ccxt's unified methods: the client has them."""
+        return cast(Callable[..., Any], getattr(client, name))
+
+    def native_reply(self, reply: Any) -> Any:
+        return reply
+
+    def native_error(self, error: BaseException) -> BaseException:
+        return error
 
     # -- which methods enter orders ----------------------------------------------
     def entry_points(self, client_type: type) -> Mapping[str, EntryPoint]:
@@ -499,6 +574,43 @@ class CcxtAdapter:
         if call.contract_exit:
             params["reduceOnly"] = True  # the venue itself then never opens or flips a position
         return params
+
+    def submission(
+        self, call: OrderCall, amount: Decimal | None, client_order_id: str, client: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """The method and arguments that send ``call`` with the clamped amount and our id."""
+        params = self.submission_params(call, client_order_id, client)
+        if call.cost is not None and call.amount is None:
+            # Sized in quote currency: sent as the amount the clamp allowed.
+            return "create_order", {
+                "symbol": call.symbol,
+                "type": "market",
+                "side": "sell",
+                "amount": float(amount or 0),
+                "price": None,
+                "params": params,
+            }
+        return call.entry.name, call.with_submission(
+            amount if call.amount is not None else None, params
+        )
+
+    def batch_request(
+        self, call: OrderCall, amount: Decimal | None, client_order_id: str | None, client: Any
+    ) -> dict[str, Any]:
+        """One order of a ``create_orders`` list; no client id: sent as the bot wrote it."""
+        params = (
+            self.submission_params(call, client_order_id, client)
+            if client_order_id is not None
+            else call.params
+        )
+        return {
+            "symbol": call.symbol,
+            "type": call.type,
+            "side": call.side,
+            "amount": float(amount) if amount is not None else None,
+            "price": float(call.price) if call.price is not None else None,
+            "params": params,
+        }
 
     def bot_client_order_id(self, call: OrderCall) -> str | None:
         for key in ("clientOrderId", "newClientOrderId", "clOrdId", "orderLinkId", "cl_ord_id"):

@@ -101,7 +101,7 @@ class AsyncDriver:
         kind = type(effect)
         if kind is Call:
             self.calls[effect.purpose] = self.calls.get(effect.purpose, 0) + 1
-            method = getattr(self.client, effect.method)
+            method = self.engine.adapter.operation(self.client, effect.method)
             if effect.span is not None and effect.span.is_recording():
                 with _inside(effect.span):  # the task's own context: safe across the await
                     result = method(*effect.args, **effect.kwargs)
@@ -152,11 +152,10 @@ class AsyncDriver:
                         await self._wait_flight(flight.after)
                     self.book.balance_start(flight, int(time.time() * 1000))
                     self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
-                    flight.result = await (
-                        self.client.fetch_balance()
-                        if effect.what == "balance"
-                        else self.client.fetch_positions()
-                    )
+                    flight.result = await self.engine.adapter.operation(
+                        self.client,
+                        "fetch_balance" if effect.what == "balance" else "fetch_positions",
+                    )()
                 except BaseException as exc:
                     flight.error = exc
                     raise
@@ -252,8 +251,12 @@ class AsyncTracker:
         self._woken.set()
         if self._task is None or self._task.done():
             self._task = _detached(self._run(), "nija-guard-tracker")
-        has = getattr(self.driver.client, "has", None) or {}
-        if has.get("watchOrders") and (self._watch is None or self._watch.done()):
+        has = getattr(self.driver.client, "has", None)
+        if (
+            isinstance(has, dict)
+            and has.get("watchOrders")
+            and (self._watch is None or self._watch.done())
+        ):
             self._watch = _detached(self._stream(), "nija-guard-watch-orders")
 
     async def _run(self) -> None:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import ccxt
 
-from ._adapter import CcxtAdapter, EntryPoint, OrderCall
+from ._adapter import Adapter, EntryPoint, OrderCall
 from ._backend import JournalEntry, Lease
 from ._book import ACCOUNT_WIDE, Book, ExitRecord
 from ._errors import (
@@ -214,7 +214,7 @@ class Engine:
         self,
         *,
         client: Any,
-        adapter: CcxtAdapter,
+        adapter: Adapter,
         book: Book,
         options: Options,
         hooks: Hooks,
@@ -237,6 +237,17 @@ class Engine:
     # Entry: a bot called an order-entry method
     # =====================================================================================
     def call(self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Flow[Any]:
+        """A bot's call, answered the way its own broker client answers."""
+        try:
+            reply = yield from self._call(entry, args, kwargs)
+        except ccxt.BaseError as error:
+            native = self.adapter.native_error(error)
+            if native is error:
+                raise
+            raise native from None  # the broker's own error, as the bot expects it
+        return self.adapter.native_reply(reply)
+
+    def _call(self, entry: EntryPoint, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Flow[Any]:
         if entry.kind == "close_all":
             return (yield from self._close_all(entry, args, kwargs))
         if entry.kind in ("unsupported", "convert"):
@@ -306,7 +317,9 @@ class Engine:
             retried = yield from self._prepare(rec, call)
             if retried is not None:
                 return retried.raw
-            method, kwargs = self._submission(rec, call)
+            method, kwargs = self.adapter.submission(
+                call, rec.amount, rec.client_order_id or "", self.client
+            )
             order = yield from self._submit(rec, method, kwargs)
             rec.caller_informed = True
             return order.raw
@@ -1575,20 +1588,11 @@ class Engine:
         raise final from error
 
     def _batch_request(self, slot: ExitRecord | OrderCall) -> dict[str, Any]:
-        call = slot if isinstance(slot, OrderCall) else slot.call
         if isinstance(slot, OrderCall):
-            params, amount = call.params, call.amount
-        else:
-            params = self.adapter.submission_params(call, slot.client_order_id or "", self.client)
-            amount = slot.amount
-        return {
-            "symbol": call.symbol,
-            "type": call.type,
-            "side": call.side,
-            "amount": float(amount) if amount is not None else None,
-            "price": float(call.price) if call.price is not None else None,
-            "params": params,
-        }
+            return self.adapter.batch_request(slot, slot.amount, None, self.client)
+        return self.adapter.batch_request(
+            slot.call, slot.amount, slot.client_order_id or "", self.client
+        )
 
     @staticmethod
     def _refused_slot(error: BaseException, rec: ExitRecord | None = None) -> dict[str, Any]:
@@ -1736,21 +1740,6 @@ class Engine:
             pass  # the row stays; the next exit of the symbol finds no order and drops it
         finally:
             yield from self._unlock(rec, hand_back=True)
-
-    def _submission(self, rec: ExitRecord, call: OrderCall) -> tuple[str, dict[str, Any]]:
-        params = self.adapter.submission_params(call, rec.client_order_id or "", self.client)
-        if call.cost is not None and call.amount is None:
-            # Sized in quote currency: sent as the amount the clamp allowed.
-            return "create_order", {
-                "symbol": call.symbol,
-                "type": "market",
-                "side": "sell",
-                "amount": float(rec.amount or 0),
-                "price": None,
-                "params": params,
-            }
-        amount = rec.amount if call.amount is not None else None
-        return call.entry.name, call.with_submission(amount, params)
 
     # -- spans: stages of the exit, or linked background work after its call ------------
     def _stage(self, rec: ExitRecord, name: str) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from ._adapter import CcxtAdapter, EntryPoint
+from ._adapter import Adapter, CcxtAdapter, EntryPoint
 from ._async import AsyncDriver
 from ._backend import Backend, open_backend
 from ._book import Book
@@ -32,25 +32,11 @@ __all__ = ["Guard", "guard", "unguarded"]
 
 log = logging.getLogger("nija_guard")
 
-# Methods whose results tell the engine about orders it tracks.
-OBSERVED = (
-    "fetch_order",
-    "fetch_orders",
-    "fetch_open_orders",
-    "fetch_closed_orders",
-    "fetch_canceled_orders",
-    "fetch_canceled_and_closed_orders",
-    "fetch_order_with_client_order_id",
-    "cancel_order",
-    "cancel_orders",
-    "cancel_all_orders",
-)
-
 _ADAPTER = CcxtAdapter()
 _registry_lock = threading.Lock()
 _books: weakref.WeakValueDictionary[tuple[str, str], Book] = weakref.WeakValueDictionary()
 _backends: dict[str, Backend] = {}
-_proxy_classes: dict[type, type] = {}
+_proxy_classes: dict[tuple[type, Any], type] = {}
 
 
 def _version() -> str:
@@ -65,7 +51,7 @@ class Guard:
     def __init__(self, client: Any, options: Options) -> None:
         self.raw = client
         self.options = options
-        self.adapter = _ADAPTER
+        self.adapter: Adapter = adapter_for(client, options.adapter)
         self.account = self.adapter.account_id(client, options.account)
         self.book, self.backend = self._shared_book(options.backend)
         self.hooks = Hooks(options.plugins, options.load_entrypoints)
@@ -73,7 +59,7 @@ class Guard:
             options.tracer_provider,
             options.meter_provider,
             _version(),
-            exchange=str(getattr(client, "id", None) or type(client).__name__),
+            exchange=self.adapter.venue_name(client),
         )
         self.hooks.on_error = lambda hook: self.telemetry.count("hook_errors", hook=hook)
         self.engine = Engine(
@@ -86,7 +72,7 @@ class Guard:
             account=self.account,
             durable=self.backend.durable,
         )
-        self.is_async = _is_async_client(client)
+        self.is_async = self.adapter.is_async(type(client))
         driver_type = AsyncDriver if self.is_async else SyncDriver
         self.driver: Any = driver_type(self.engine, client, self.backend, self.hooks, self.book)
         self.engine.wake = self.driver.tracker.wake
@@ -399,26 +385,43 @@ def _observed_method(attr: str, name: str) -> Callable[..., Any]:
     return method
 
 
-def proxy_class(client_type: type) -> type:
+def proxy_class(client_type: type, adapter: Adapter | None = None) -> type:
     """The proxy class for a client class: its order-entry methods guarded."""
+    adapter = adapter or _ADAPTER
+    key = (client_type, adapter)
     with _registry_lock:
-        cls = _proxy_classes.get(client_type)
+        cls = _proxy_classes.get(key)
         if cls is not None:
             return cls
     namespace: dict[str, Any] = {"__slots__": (), "__module__": __name__}
-    is_async = _is_async_type(client_type)
+    is_async = adapter.is_async(client_type)
     guarded = _async_guarded_method if is_async else _guarded_method
     observed = _async_observed_method if is_async else _observed_method
-    for attr, entry in _ADAPTER.entry_points(client_type).items():
+    for attr, entry in adapter.entry_points(client_type).items():
         namespace[attr] = guarded(attr, entry)
-    for attr in dir(client_type):
-        func = getattr(client_type, attr, None)
-        name = getattr(func, "__name__", None)
-        if callable(func) and name in OBSERVED and attr not in namespace:
+    for attr, name in adapter.observed(client_type).items():
+        if attr not in namespace:
             namespace[attr] = observed(attr, name)
     cls = type(f"Guarded{client_type.__name__}", (GuardedClient,), namespace)
     with _registry_lock:
-        return _proxy_classes.setdefault(client_type, cls)
+        return _proxy_classes.setdefault(key, cls)
+
+
+def adapter_for(client: Any, chosen: Adapter | None = None) -> Adapter:
+    """The adapter the bot chose, or the one that knows this client."""
+    if chosen is not None:
+        return chosen
+    if CcxtAdapter.handles(client):
+        return _ADAPTER
+    from ._alpaca import AlpacaAdapter
+
+    if AlpacaAdapter.handles(client):
+        return AlpacaAdapter.shared()
+    raise TypeError(
+        f"guard() does not know how to read the order methods of {type(client).__name__}: "
+        "ccxt clients and alpaca-py's TradingClient are recognized; for another broker "
+        "describe it with nija_guard.Broker(...) and pass adapter= (see docs/adapters.md)"
+    )
 
 
 def guard(client: Any, **options: Any) -> Any:
@@ -444,12 +447,8 @@ def guard(client: Any, **options: Any) -> Any:
                 "guard it once and share the returned object"
             )
         return existing
-    if not hasattr(client, "create_order"):
-        raise TypeError(
-            f"guard() needs a broker client with create_order, got {type(client).__name__}"
-        )
     controller = Guard(client, Options.from_kwargs(options))
-    proxy = proxy_class(type(client))(client, controller)
+    proxy = proxy_class(type(client), controller.adapter)(client, controller)
     client.__dict__["_nija_guard_proxy"] = proxy
     return proxy
 
@@ -459,16 +458,3 @@ def unguarded(client: Any) -> Any:
     if isinstance(type(client), type) and issubclass(type(client), GuardedClient):
         return client.__wrapped__
     return client
-
-
-def _is_async_type(client_type: type) -> bool:
-    """ccxt.async_support and ccxt.pro clients: their order methods are coroutines."""
-    try:
-        import ccxt.async_support as async_ccxt
-    except ImportError:  # pragma: no cover
-        return False
-    return issubclass(client_type, async_ccxt.Exchange)
-
-
-def _is_async_client(client: Any) -> bool:
-    return _is_async_type(type(client))

@@ -51,6 +51,7 @@ class Options:
     lease_ttl: float = 30.0
     backend_timeout: float = 2.0
     on_backend_failure: str = "fail"
+    adapter: Any = None  # None: chosen from the client (ccxt, alpaca-py); else an Adapter
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Options:
@@ -113,6 +114,15 @@ class Options:
         values["ledger_seed"] = clean
         if clean and values.get("ownership", "account") != "ledger":
             raise ValueError("ledger_seed only applies with ownership='ledger'")
+        adapter = values.get("adapter")
+        if adapter is not None and not all(
+            callable(getattr(adapter, name, None))
+            for name in ("entry_points", "parse_call", "operation", "order_view")
+        ):
+            raise TypeError(
+                "adapter must be a broker adapter such as nija_guard.Broker(...), "
+                f"got {type(adapter).__name__}"
+            )
         if not isinstance(values.get("backend", "memory"), str):
             raise TypeError(f"backend must be a URL string, got {values['backend']!r}")
         return cls(**values)

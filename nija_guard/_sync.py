@@ -99,7 +99,7 @@ class SyncDriver:
     # -- effects ------------------------------------------------------------------------
     def _call(self, effect: Call) -> Any:
         self.calls[effect.purpose] = self.calls.get(effect.purpose, 0) + 1
-        method = getattr(self.client, effect.method)
+        method = self.engine.adapter.operation(self.client, effect.method)
         if effect.span is not None and effect.span.is_recording():
             # An HTTP client instrumentation nests under our stage span.
             with _inside(effect.span):
@@ -116,11 +116,10 @@ class SyncDriver:
                         flight.after.done.wait()
                     self.book.balance_start(flight, int(time.time() * 1000))
                     self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
-                    flight.result = (
-                        self.client.fetch_balance()
-                        if effect.what == "balance"
-                        else self.client.fetch_positions()
-                    )
+                    flight.result = self.engine.adapter.operation(
+                        self.client,
+                        "fetch_balance" if effect.what == "balance" else "fetch_positions",
+                    )()
                 except BaseException as exc:
                     flight.error = exc
                     raise

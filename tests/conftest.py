@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -79,3 +81,44 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> None:
             raise AssertionError("condition not reached")
         done.wait(step)
         waited += step
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Tests never reach the network: refuse (and remember) a non-loopback connect."""
+    refused: list[Any] = []
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                refused.append(address)
+                raise ConnectionRefusedError(f"test refuses non-loopback connect to {address!r}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield refused
+    assert refused == [], f"something tried to reach the network: {refused}"
+
+
+class Clock:
+    """A settable clock for a venue, so timestamps and time filters are deterministic."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()

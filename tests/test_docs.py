@@ -36,3 +36,13 @@ def test_readme_holds_the_ci_test_command() -> None:
     command = re.search(r'TEST_COMMAND="(.+)"', ci)
     assert command is not None
     assert command.group(1) in (ROOT / "README.md").read_text()
+
+
+def test_every_guard_option_is_documented() -> None:
+    from dataclasses import fields
+
+    from nija_guard._options import Options
+
+    table = (ROOT / "docs" / "options.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    assert {f.name for f in fields(Options)} <= documented

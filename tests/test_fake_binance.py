@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 
 import ccxt
 import pytest
+from conftest import Clock
 from fakes.binance_spot import FakeBinance
 
 from nija_guard.testing import Market, Venue
@@ -34,44 +33,6 @@ PRIVATE_PATHS = {
     "/api/v3/allOrders",
     "/api/v3/myTrades",
 }
-
-
-class Clock:
-    """A settable clock for the venue, so ``since`` filters are deterministic."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Refuse (and remember) any connection that is not to a loopback address."""
-    refused: list[Any] = []
-    real_connect = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                loopback = ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                loopback = host == "localhost"
-            if not loopback:
-                refused.append(address)
-                raise ConnectionRefusedError(f"test refuses non-loopback connect to {address!r}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    yield refused
-    assert refused == [], f"something tried to reach the network: {refused}"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +24,7 @@ from typing import Any
 
 import ccxt
 import pytest
+from conftest import Clock
 from fakes.kraken_spot import DEFAULT_SECRET, FakeKraken
 
 from nija_guard.testing import Market, Venue
@@ -35,44 +34,6 @@ QUERY = "/0/private/QueryOrders"
 CANCEL = "/0/private/CancelOrder"
 TXID = re.compile(r"^O[A-Z2-7]{5}-[A-Z2-7]{5}-[A-Z2-7]{6}$")
 OTHER_SECRET = base64.b64encode(b"\x01" * 64).decode()
-
-
-class Clock:
-    """A settable clock for the venue, so ``since`` filters are deterministic."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Refuse (and remember) any connection that is not to a loopback address."""
-    refused: list[Any] = []
-    real_connect = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                loopback = ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                loopback = host == "localhost"
-            if not loopback:
-                refused.append(address)
-                raise ConnectionRefusedError(f"test refuses non-loopback connect to {address!r}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    yield refused
-    assert refused == [], f"something tried to reach the network: {refused}"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -25,6 +23,7 @@ from typing import Any
 
 import ccxt
 import pytest
+from conftest import Clock
 from fakes.derivatives import DerivativesVenue, SwapMarket, VenueError, default_swap_markets
 from fakes.okx_swap import FakeOkx
 
@@ -36,44 +35,6 @@ ORDER = V5 + "trade/order"
 CANCEL = V5 + "trade/cancel-order"
 CLOSE = V5 + "trade/close-position"
 POSITIONS = V5 + "account/positions"
-
-
-class Clock:
-    """A settable clock for the venue, so timestamps and ``since`` are deterministic."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Refuse (and remember) any connection that is not to a loopback address."""
-    refused: list[Any] = []
-    real_connect = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                loopback = ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                loopback = host == "localhost"
-            if not loopback:
-                refused.append(address)
-                raise ConnectionRefusedError(f"test refuses non-loopback connect to {address!r}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    yield refused
-    assert refused == [], f"something tried to reach the network: {refused}"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

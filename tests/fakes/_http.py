@@ -1,16 +1,24 @@
-"""The loopback HTTP machinery shared by the exchange fakes written after the Binance one.
+"""The loopback HTTP machinery every exchange fake is built on.
 
-:class:`LoopbackFake` owns the server thread, the request log, the fault
-injection (``inject`` / ``hang_after`` / ``release_hung``) and the dispatch of
-one request through a fault; a subclass supplies the routes and the exchange's
-own wire format (parameter parsing, authentication, error bodies).
+A fake is a :class:`LoopbackFake` subclass: it declares its routes and how to
+parse, serve and reject a request (the hooks ``_prepare``, ``_handle``,
+``_not_found`` and ``_fault_body``); this module gives it a threaded HTTP/1.1
+server on ``127.0.0.1`` (keep-alive, as ``requests`` and ``aiohttp`` expect),
+the request log, and fault injection (:data:`FAULTS`):
 
-``tests/fakes/binance_spot.py`` predates this module and keeps its own copy.
+- ``error_before``: reply ``status``/``body`` without touching the venue;
+- ``error_after``: let the venue act, then reply ``status``/``body``;
+- ``drop_before`` / ``drop_after``: close the connection without a reply,
+  before / after the venue acted;
+- ``bad_json_after``: let the venue act, reply 200 with a truncated body;
+- ``hang_after``: let the venue act, record the request, then hold the normal
+  reply until :meth:`LoopbackFake.release_hung` or :meth:`LoopbackFake.stop`.
+
+Clients are pointed at a fake with :func:`fakes.ccxt_urls.point_at`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import socket
 import sys
@@ -31,8 +39,8 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "fmt",
+    "gateway_page",
     "json_reply",
-    "rewrite_api_urls",
 ]
 
 #: The fault kinds :meth:`LoopbackFake.inject` accepts.
@@ -45,18 +53,23 @@ FAULTS = frozenset(
 class RecordedRequest:
     """One request the fake received.
 
-    ``params`` holds the query string and body merged, without the exchange's
-    signature; ``signed`` says whether the request carried one. ``status`` is
-    the HTTP status replied, ``None`` when the connection was dropped; ``fault``
-    the injected fault that applied, if any.
+    ``params`` holds the request's parameters as the fake parsed them (e.g. the
+    query string and body merged, without the exchange's signature); ``body``
+    the parsed JSON body as sent (a list for batch endpoints), ``None`` when the
+    fake does not parse one; ``headers`` the request headers. ``signed`` says
+    whether the request carried a signature (credentials). ``status`` is the
+    HTTP status replied, ``None`` when the connection was dropped; ``fault`` the
+    injected fault that applied, if any.
     """
 
     method: str
     path: str
-    params: dict[str, str]
+    params: dict[str, Any]
     signed: bool
     status: int | None
     fault: str | None = None
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -71,22 +84,32 @@ class Fault:
 
 @dataclass
 class Reply:
+    """An HTTP reply; ``content_type`` ``None`` is the fake's :attr:`~LoopbackFake.json_type`."""
+
     status: int
     body: bytes
-    content_type: str = "application/json; charset=utf-8"
+    content_type: str | None = None
 
 
 @dataclass
 class Call:
-    """One HTTP request as the handler read it; ``params``/``signature`` set by the fake."""
+    """One HTTP request as the handler read it; the fake's ``_prepare`` parses it.
+
+    ``_prepare`` sets ``params``, and ``signature`` (or ``signed``) when the
+    request carries credentials; ``json`` the parsed JSON body, if it parses one.
+    """
 
     method: str
     path: str
     query: str
     body: str
     headers: Mapping[str, str]
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     signature: str | None = None
+    #: Path and query exactly as sent (what some exchanges' signatures cover).
+    raw_path: str = ""
+    json: Any = None
+    signed: bool = False
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -108,22 +131,11 @@ def fmt(value: Decimal | None, places: int = 8) -> str:
     return f"{whole}.{frac.ljust(places, '0')}"
 
 
-def rewrite_api_urls(exchange: Any, base: str, keys: tuple[str, ...] = ("api", "test")) -> Any:
-    """Point the API URLs of a ccxt client at ``base``, keeping each URL's path."""
-
-    def rewrite(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("http"):
-            return base + urlsplit(value).path
-        if isinstance(value, dict):
-            return {key: rewrite(item) for key, item in value.items()}
-        return value
-
-    urls = copy.deepcopy(exchange.urls)
-    for key in keys:
-        if key in urls:
-            urls[key] = rewrite(urls[key])
-    exchange.urls = urls
-    return exchange
+def gateway_page(status: int) -> str:
+    """The HTML a gateway in front of an exchange sends with a 5xx."""
+    reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+    title = f"{status} {reason.get(status, 'Server Error')}"
+    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
 
 
 #: A route's handler: the parsed request in, a :class:`Reply` out.
@@ -140,6 +152,10 @@ class LoopbackFake:
 
     #: The server thread's name.
     name = "loopback-fake"
+    #: The Content-Type of JSON replies (a :class:`Reply` without one).
+    json_type = "application/json; charset=utf-8"
+    #: The Content-Type of a fault's HTML body (a gateway page).
+    html_type = "text/html; charset=UTF-8"
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -156,11 +172,11 @@ class LoopbackFake:
 
     # -- subclass hooks ------------------------------------------------------------
     def _prepare(self, call: Call) -> None:
-        """Parse the request: set ``call.params`` and ``call.signature``."""
+        """Parse the request into ``call.params``, ``signature`` (or ``signed``), ``json``."""
         raise NotImplementedError
 
     def _handle(self, call: Call, route: Any) -> Reply:
-        """Serve a request for a known route (authentication included)."""
+        """Serve a request for a known route (authentication and errors included)."""
         raise NotImplementedError
 
     def _not_found(self, call: Call) -> Reply:
@@ -286,7 +302,14 @@ class LoopbackFake:
 
     def _record(self, call: Call, status: int | None, fault: str | None) -> None:
         entry = RecordedRequest(
-            call.method, call.path, dict(call.params), call.signature is not None, status, fault
+            call.method,
+            call.path,
+            dict(call.params),
+            call.signed or call.signature is not None,
+            status,
+            fault,
+            call.json,
+            dict(call.headers),
         )
         with self._lock:
             self.requests.append(entry)
@@ -294,7 +317,7 @@ class LoopbackFake:
     def _fault_reply(self, fault: Fault) -> Reply:
         body = fault.body if fault.body is not None else self._fault_body(fault.status)
         if isinstance(body, str):
-            return Reply(fault.status, body.encode(), "text/html; charset=UTF-8")
+            return Reply(fault.status, body.encode(), self.html_type)
         return json_reply(fault.status, dict(body))
 
     # -- dispatch ------------------------------------------------------------------
@@ -391,8 +414,10 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8") if length else ""
-        call = Call(method, split.path, split.query, body, dict(self.headers.items()))
-        reply = self.server.fake._dispatch(call)
+        headers = dict(self.headers.items())
+        call = Call(method, split.path, split.query, body, headers, raw_path=self.path)
+        fake = self.server.fake
+        reply = fake._dispatch(call)
         if reply is None:
             # No reply at all: the client sees the connection closed under it.
             self.close_connection = True
@@ -400,7 +425,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Type", reply.content_type or fake.json_type)
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         self.wfile.write(reply.body)
@@ -416,3 +441,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")

@@ -43,17 +43,13 @@ import itertools
 import json
 import re
 import secrets
-import socket
-import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import ccxt
 import ccxt.async_support
@@ -61,14 +57,19 @@ import ccxt.async_support
 from nija_guard.testing import Market, Venue, VenueOrder, VenueTrade
 from nija_guard.testing._venue import default_markets
 
+from ._http import (
+    FAULTS,
+    Call,
+    LoopbackFake,
+    RecordedRequest,
+    Reply,
+    fmt,
+    gateway_page,
+    json_reply,
+)
 from .ccxt_urls import point_at
 
 __all__ = ["ERRORS", "FAULTS", "BinanceError", "FakeBinance", "RecordedRequest", "point_at"]
-
-#: The fault kinds :meth:`FakeBinance.inject` accepts.
-FAULTS = frozenset(
-    {"error_before", "error_after", "drop_before", "drop_after", "bad_json_after", "hang_after"}
-)
 
 DEFAULT_BALANCES: Mapping[str, object] = {"BTC": 1, "ETH": 10, "USDT": 100_000}
 
@@ -149,15 +150,6 @@ def _err(name: str) -> BinanceError:
     return BinanceError(*ERRORS[name])
 
 
-def _fmt(value: Decimal | None, places: int = 8) -> str:
-    """Binance's number strings: fixed point, at least ``places`` decimals."""
-    if value is None:
-        value = Decimal(0)
-    text = format(value, "f")
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(places, '0')}"
-
-
 def _floor_to_step(value: Decimal, step: Decimal) -> Decimal:
     return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
 
@@ -171,41 +163,6 @@ def _num_id(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the fake received.
-
-    ``params`` holds the query string and form body merged, without ``signature``;
-    ``signed`` says whether the request carried one. ``status`` is the HTTP status
-    replied, ``None`` when the connection was dropped; ``fault`` the injected fault
-    that applied, if any.
-    """
-
-    method: str
-    path: str
-    params: dict[str, str]
-    signed: bool
-    status: int | None
-    fault: str | None = None
-
-
-@dataclass
-class _Fault:
-    method: str
-    path: str
-    kind: str
-    remaining: int
-    status: int
-    body: Mapping[str, Any] | str | None
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: bytes
-    content_type: str = "application/json;charset=UTF-8"
-
-
 @dataclass
 class _OrderMeta:
     """What Binance reports about an order that the venue does not keep."""
@@ -217,23 +174,29 @@ class _OrderMeta:
     update_time: int | None = None
 
 
-@dataclass
-class _Call:
-    method: str
-    path: str
-    query: str
-    body: str
-    headers: Mapping[str, str]
-    params: dict[str, str] = field(default_factory=dict)
-    signature: str | None = None
-
-
 #: An endpoint: request params in, the JSON-able reply out (or a BinanceError raised).
 Endpoint = Callable[[dict[str, str]], Any]
 
 
-class FakeBinance:
-    """Binance spot REST on loopback, backed by a :class:`~nija_guard.testing.Venue`."""
+class FakeBinance(LoopbackFake):
+    """Binance spot REST on loopback, backed by a :class:`~nija_guard.testing.Venue`.
+
+    Faults (:meth:`inject`, see :mod:`fakes._http` for the kinds): ``body``
+    defaults to what Binance or its gateway sends for ``status`` (see
+    :meth:`_fault_body`). What ccxt.binance 4.5.90 makes of them (pinned by
+    tests/test_fake_binance.py): a 5xx gateway page is ExchangeNotAvailable (504:
+    RequestTimeout), 429/418 DDoSProtection, a JSON body's Binance code wins over
+    the status (-1001 is OperationFailed); a drop is NetworkError (sync) or
+    ExchangeNotAvailable (async). A 200 that is not JSON does not raise at all:
+    ccxt returns an order whose ``id`` is None. The async client (aiohttp)
+    silently re-sends a dropped idempotent request (GET, DELETE) once, so a
+    single drop of those is invisible to it: use ``times=2`` to make it surface.
+    ``hang_after`` leaves the client stuck mid-request (see :meth:`wait_hung`).
+    """
+
+    name = "fake-binance"
+    json_type = "application/json;charset=UTF-8"
+    html_type = "text/html;charset=UTF-8"
 
     def __init__(
         self,
@@ -244,6 +207,7 @@ class FakeBinance:
         balances: Mapping[str, object] | None = None,
         symbols: tuple[str, ...] | list[str] = ("BTC/USDT", "ETH/USDT"),
     ) -> None:
+        super().__init__()
         if venue is not None and balances is not None:
             raise TypeError("pass either a venue or balances, not both")
         if venue is None:
@@ -255,21 +219,11 @@ class FakeBinance:
         self.venue = venue
         self.api_key = api_key
         self.secret = secret
-        self.requests: list[RecordedRequest] = []
-        #: Tracebacks of exceptions the fake itself raised (replied as 500 -1000).
-        self.server_errors: list[str] = []
-        self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
-        # hang_after: one Event per held reply, set by release_hung() or stop().
-        self._hung: list[threading.Event] = []
-        self._hung_changed = threading.Condition(self._lock)
         self._meta: dict[str, _OrderMeta] = {}
         self._taker_trades: set[str] = set()
         self._uid = itertools.count(1)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         # (method, path) -> (handler, signed)
-        self._routes: dict[tuple[str, str], tuple[Endpoint, bool]] = {
+        routes: dict[tuple[str, str], tuple[Endpoint, bool]] = {
             ("GET", "/api/v3/ping"): (lambda p: {}, False),
             ("GET", "/api/v3/time"): (lambda p: {"serverTime": self.venue.now_ms()}, False),
             ("GET", "/api/v3/exchangeInfo"): (self._exchange_info, False),
@@ -288,48 +242,7 @@ class FakeBinance:
             ("GET", "/api/v3/allOrders"): (self._all_orders, True),
             ("GET", "/api/v3/myTrades"): (self._my_trades, True),
         }
-
-    # -- lifecycle -------------------------------------------------------------
-    def start(self) -> FakeBinance:
-        """Listen on an ephemeral loopback port, served by a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("already started")
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-binance",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self.release_hung()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeBinance:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        if self._server is None:
-            raise RuntimeError("the fake is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        self._routes = dict(routes)
 
     # -- clients -----------------------------------------------------------------
     def client_config(self, **config: Any) -> dict[str, Any]:
@@ -353,106 +266,14 @@ class FakeBinance:
 
     def client(self, **config: Any) -> ccxt.binance:
         """A sync ``ccxt.binance`` whose every API URL points at this fake."""
-        return self._point_at_self(ccxt.binance(self.client_config(**config)))
+        return point_at(ccxt.binance(self.client_config(**config)), self.url)
 
     def async_client(self, **config: Any) -> ccxt.async_support.binance:
         """An async ``ccxt.async_support.binance`` pointing at this fake (close it)."""
-        return self._point_at_self(ccxt.async_support.binance(self.client_config(**config)))
+        return point_at(ccxt.async_support.binance(self.client_config(**config)), self.url)
 
-    def _point_at_self(self, exchange: Any) -> Any:
-        return point_at(exchange, self.url)
-
-    # -- faults and the request log ----------------------------------------------
-    def inject(
-        self,
-        method: str,
-        path: str,
-        fault: str,
-        *,
-        times: int = 1,
-        status: int = 500,
-        body: Mapping[str, Any] | str | None = None,
-    ) -> None:
-        """Apply ``fault`` to the next ``times`` requests to ``method path``.
-
-        ``error_before`` replies ``status``/``body`` without touching the venue;
-        ``error_after`` lets the venue act, then replies ``status``/``body``;
-        ``drop_before`` / ``drop_after`` close the connection without a reply,
-        before / after the venue acted; ``bad_json_after`` lets the venue act and
-        replies 200 with a truncated (non-JSON) body; ``hang_after`` lets the
-        venue act, records the request, then holds its (normal) reply until
-        :meth:`release_hung` or :meth:`stop`: the client is stuck mid-request
-        (see :meth:`wait_hung`). ``body`` defaults to what Binance or its gateway
-        sends for ``status`` (see :func:`_fault_body`).
-
-        What ccxt.binance 4.5.90 makes of them (pinned by tests/test_fake_binance.py):
-        a 5xx gateway page is ExchangeNotAvailable (504: RequestTimeout), 429/418
-        DDoSProtection, a JSON body's Binance code wins over the status (-1001 is
-        OperationFailed); a drop is NetworkError (sync) or ExchangeNotAvailable
-        (async). A 200 that is not JSON does not raise at all: ccxt returns an
-        order whose ``id`` is None. The async client (aiohttp) silently re-sends a
-        dropped idempotent request (GET, DELETE) once, so a single drop of those is
-        invisible to it: use ``times=2`` to make it surface.
-        """
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; one of {sorted(FAULTS)}")
-        if not path.startswith("/"):
-            path = "/" + path
-        method = method.upper()
-        if (method, path) not in self._routes:
-            raise ValueError(f"the fake does not serve {method} {path}")
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults.append(_Fault(method, path, fault, times, status, body))
-
-    def wait_hung(self, count: int = 1, timeout: float = 10.0) -> bool:
-        """Wait until ``count`` replies are held by ``hang_after`` (in all); False on timeout."""
-        with self._hung_changed:
-            return self._hung_changed.wait_for(lambda: len(self._hung) >= count, timeout)
-
-    def release_hung(self) -> None:
-        """Send every reply ``hang_after`` holds now (the connection may be gone by then)."""
-        with self._lock:
-            held = list(self._hung)
-        for event in held:
-            event.set()
-
-    def pending_faults(self) -> list[tuple[str, str, str, int]]:
-        """Injected faults not yet used up: (method, path, fault, remaining)."""
-        with self._lock:
-            return [(f.method, f.path, f.kind, f.remaining) for f in self._faults]
-
-    @property
-    def unknown(self) -> list[RecordedRequest]:
-        """Requests for paths the fake does not serve."""
-        with self._lock:
-            return [r for r in self.requests if (r.method, r.path) not in self._routes]
-
-    def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
-        with self._lock:
-            return [r for r in self.requests if r.method == method.upper() and r.path == path]
-
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.method == method and fault.path == path:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def _record(self, call: _Call, status: int | None, fault: str | None) -> None:
-        entry = RecordedRequest(
-            call.method, call.path, dict(call.params), call.signature is not None, status, fault
-        )
-        with self._lock:
-            self.requests.append(entry)
-
-    # -- dispatch ------------------------------------------------------------------
-    def _dispatch(self, call: _Call) -> _Reply | None:
-        """Serve one request; ``None`` means: drop the connection without a reply."""
+    # -- the loopback hooks ---------------------------------------------------------
+    def _prepare(self, call: Call) -> None:
         params: dict[str, str] = {}
         for raw in (call.query, call.body):
             for key, value in parse_qsl(raw, keep_blank_values=True):
@@ -461,63 +282,44 @@ class FakeBinance:
                 else:
                     params[key] = value
         call.params = params
-        route = self._routes.get((call.method, call.path))
-        if route is None:
-            reply = _json_reply(
-                404, {"code": -5000, "msg": f"Path {call.path}, Method {call.method} is invalid"}
-            )
-            self._record(call, reply.status, None)
-            return reply
-        handler, signed = route
-        fault = self._take_fault(call.method, call.path)
-        kind = fault.kind if fault else None
-        if fault is not None and kind == "drop_before":
-            self._record(call, None, kind)
-            return None
-        if fault is not None and kind == "error_before":
-            reply = _fault_reply(fault)
-            self._record(call, reply.status, kind)
-            return reply
-        reply = self._serve(call, handler, signed)
-        if fault is not None:
-            if kind == "drop_after":
-                self._record(call, None, kind)
-                return None
-            if kind == "hang_after":
-                self._record(call, reply.status, kind)
-                release = threading.Event()
-                with self._hung_changed:
-                    self._hung.append(release)
-                    self._hung_changed.notify_all()
-                release.wait()
-                return reply
-            if kind == "error_after":
-                reply = _fault_reply(fault)
-            elif kind == "bad_json_after":
-                # A reply cut short: valid JSON's first half never parses.
-                reply = _Reply(200, reply.body[: max(1, len(reply.body) // 2)])
-        self._record(call, reply.status, kind)
-        return reply
 
-    def _serve(self, call: _Call, handler: Endpoint, signed: bool) -> _Reply:
+    def _not_found(self, call: Call) -> Reply:
+        return json_reply(
+            404, {"code": -5000, "msg": f"Path {call.path}, Method {call.method} is invalid"}
+        )
+
+    def _fault_body(self, status: int) -> Mapping[str, Any] | str:
+        """What Binance (or the gateway in front of it) replies with ``status``."""
+        if status in (418, 429):
+            return {
+                "code": -1003,
+                "msg": "Too many requests; current limit of IP(127.0.0.1) is 6000 requests "
+                "per minute. Please use the websocket for live updates to avoid polling the API.",
+            }
+        if status >= 500:
+            return gateway_page(status)
+        return {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+
+    def _handle(self, call: Call, route: Any) -> Reply:
+        handler, signed = route
         try:
             if signed:
                 self._authenticate(call)
-            return _json_reply(200, handler(call.params))
+            return json_reply(200, handler(call.params))
         except BinanceError as exc:
-            return _json_reply(exc.status, exc.body())
+            return json_reply(exc.status, exc.body())
         except Exception:
             # A bug in the fake: reply like Binance's catch-all, keep the traceback.
             with self._lock:
                 self.server_errors.append(traceback.format_exc())
-            return _json_reply(
+            return json_reply(
                 500,
                 {"code": -1000, "msg": "An unknown error occurred while processing the request."},
             )
 
-    def _authenticate(self, call: _Call) -> None:
+    def _authenticate(self, call: Call) -> None:
         """Binance's SIGNED checks: API key header, timestamp, HMAC-SHA256 signature."""
-        key = next((v for k, v in call.headers.items() if k.lower() == "x-mbx-apikey"), None)
+        key = call.header("X-MBX-APIKEY")
         if not key:
             raise _err("no_key")
         if not hmac.compare_digest(key.encode(), self.api_key.encode()):
@@ -651,30 +453,30 @@ class FakeBinance:
             "orderId": _num_id(order.id),
             "orderListId": -1,
             "clientOrderId": order.client_order_id or "",
-            "price": _fmt(order.price),
-            "origQty": _fmt(order.amount),
-            "executedQty": _fmt(order.filled),
-            "cummulativeQuoteQty": _fmt(order.cost),
+            "price": fmt(order.price),
+            "origQty": fmt(order.amount),
+            "executedQty": fmt(order.filled),
+            "cummulativeQuoteQty": fmt(order.cost),
             "status": self._status(order),
             "timeInForce": meta.time_in_force,
             "type": meta.order_type,
             "side": order.side.upper(),
-            "stopPrice": _fmt(order.trigger_price),
-            "icebergQty": _fmt(None),
+            "stopPrice": fmt(order.trigger_price),
+            "icebergQty": fmt(None),
             "time": order.timestamp,
             "updateTime": max(updates),
             "isWorking": working,
             "workingTime": (order.last_trade_timestamp or order.timestamp) if working else -1,
-            "origQuoteOrderQty": _fmt(meta.quote_order_qty),
+            "origQuoteOrderQty": fmt(meta.quote_order_qty),
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
 
     def _fills(self, order: VenueOrder) -> list[dict[str, Any]]:
         return [
             {
-                "price": _fmt(t.price),
-                "qty": _fmt(t.amount),
-                "commission": _fmt(t.fee),
+                "price": fmt(t.price),
+                "qty": fmt(t.amount),
+                "commission": fmt(t.fee),
                 "commissionAsset": t.fee_currency,
                 "tradeId": _num_id(t.id),
             }
@@ -722,10 +524,10 @@ class FakeBinance:
             "id": _num_id(trade.id),
             "orderId": _num_id(trade.order_id),
             "orderListId": -1,
-            "price": _fmt(trade.price),
-            "qty": _fmt(trade.amount),
-            "quoteQty": _fmt(trade.price * trade.amount),
-            "commission": _fmt(trade.fee),
+            "price": fmt(trade.price),
+            "qty": fmt(trade.amount),
+            "quoteQty": fmt(trade.price * trade.amount),
+            "commission": fmt(trade.fee),
             "commissionAsset": trade.fee_currency,
             "time": trade.timestamp,
             "isBuyer": trade.side == "buy",
@@ -802,27 +604,27 @@ class FakeBinance:
             "filters": [
                 {
                     "filterType": "PRICE_FILTER",
-                    "minPrice": _fmt(market.price_step),
-                    "maxPrice": _fmt(MAX_PRICE),
-                    "tickSize": _fmt(market.price_step),
+                    "minPrice": fmt(market.price_step),
+                    "maxPrice": fmt(MAX_PRICE),
+                    "tickSize": fmt(market.price_step),
                 },
                 {
                     "filterType": "LOT_SIZE",
-                    "minQty": _fmt(market.min_amount),
-                    "maxQty": _fmt(MAX_QTY),
-                    "stepSize": _fmt(market.amount_step),
+                    "minQty": fmt(market.min_amount),
+                    "maxQty": fmt(MAX_QTY),
+                    "stepSize": fmt(market.amount_step),
                 },
                 {
                     "filterType": "MARKET_LOT_SIZE",
-                    "minQty": _fmt(market.min_amount),
-                    "maxQty": _fmt(MAX_QTY),
-                    "stepSize": _fmt(market.amount_step),
+                    "minQty": fmt(market.min_amount),
+                    "maxQty": fmt(MAX_QTY),
+                    "stepSize": fmt(market.amount_step),
                 },
                 {
                     "filterType": "NOTIONAL",
-                    "minNotional": _fmt(market.min_cost),
+                    "minNotional": fmt(market.min_cost),
                     "applyMinToMarket": True,
-                    "maxNotional": _fmt(MAX_NOTIONAL),
+                    "maxNotional": fmt(MAX_NOTIONAL),
                     "applyMaxToMarket": False,
                     "avgPriceMins": 5,
                 },
@@ -868,24 +670,24 @@ class FakeBinance:
         now = self.venue.now_ms()
 
         def render(m: Market) -> dict[str, Any]:
-            price = _fmt(m.price)
+            price = fmt(m.price)
             return {
                 "symbol": m.id,
-                "priceChange": _fmt(None),
+                "priceChange": fmt(None),
                 "priceChangePercent": "0.000",
                 "weightedAvgPrice": price,
                 "prevClosePrice": price,
                 "lastPrice": price,
-                "lastQty": _fmt(None),
+                "lastQty": fmt(None),
                 "bidPrice": price,
-                "bidQty": _fmt(MAX_QTY),
+                "bidQty": fmt(MAX_QTY),
                 "askPrice": price,
-                "askQty": _fmt(MAX_QTY),
+                "askQty": fmt(MAX_QTY),
                 "openPrice": price,
                 "highPrice": price,
                 "lowPrice": price,
-                "volume": _fmt(None),
-                "quoteVolume": _fmt(None),
+                "volume": fmt(None),
+                "quoteVolume": fmt(None),
                 "openTime": now - TRADES_WINDOW_MS,
                 "closeTime": now,
                 "firstId": -1,
@@ -896,29 +698,29 @@ class FakeBinance:
         return self._one_or_all(p, render)
 
     def _ticker_price(self, p: dict[str, str]) -> Any:
-        return self._one_or_all(p, lambda m: {"symbol": m.id, "price": _fmt(m.price)})
+        return self._one_or_all(p, lambda m: {"symbol": m.id, "price": fmt(m.price)})
 
     def _book_ticker(self, p: dict[str, str]) -> Any:
         return self._one_or_all(
             p,
             lambda m: {
                 "symbol": m.id,
-                "bidPrice": _fmt(m.price),
-                "bidQty": _fmt(MAX_QTY),
-                "askPrice": _fmt(m.price),
-                "askQty": _fmt(MAX_QTY),
+                "bidPrice": fmt(m.price),
+                "bidQty": fmt(MAX_QTY),
+                "askPrice": fmt(m.price),
+                "askQty": fmt(MAX_QTY),
             },
         )
 
     def _avg_price(self, p: dict[str, str]) -> dict[str, Any]:
         market = self._market_param(p)
         assert market is not None
-        return {"mins": 5, "price": _fmt(market.price), "closeTime": self.venue.now_ms()}
+        return {"mins": 5, "price": fmt(market.price), "closeTime": self.venue.now_ms()}
 
     def _depth(self, p: dict[str, str]) -> dict[str, Any]:
         market = self._market_param(p)
         assert market is not None
-        level = [_fmt(market.price), _fmt(MAX_QTY)]
+        level = [fmt(market.price), fmt(MAX_QTY)]
         return {"lastUpdateId": self.venue.now_ms(), "bids": [level], "asks": [list(level)]}
 
     # -- account and orders ----------------------------------------------------------------
@@ -926,7 +728,7 @@ class FakeBinance:
         snap = self.venue.balance()
         assets = sorted(set(snap.free) | set(snap.used))
         balances = [
-            {"asset": a, "free": _fmt(snap.free.get(a)), "locked": _fmt(snap.used.get(a))}
+            {"asset": a, "free": fmt(snap.free.get(a)), "locked": fmt(snap.used.get(a))}
             for a in assets
         ]
         if p.get("omitZeroBalances") == "true":
@@ -938,10 +740,10 @@ class FakeBinance:
             "buyerCommission": 0,
             "sellerCommission": 0,
             "commissionRates": {
-                "maker": _fmt(self.venue.fee_rate),
-                "taker": _fmt(self.venue.fee_rate),
-                "buyer": _fmt(None),
-                "seller": _fmt(None),
+                "maker": fmt(self.venue.fee_rate),
+                "taker": fmt(self.venue.fee_rate),
+                "buyer": fmt(None),
+                "seller": fmt(None),
             },
             "canTrade": True,
             "canWithdraw": True,
@@ -1214,110 +1016,3 @@ def _without_signature(raw: str) -> str:
     return "&".join(
         part for part in raw.split("&") if unquote(part.split("=", 1)[0]) != "signature"
     )
-
-
-def _json_reply(status: int, payload: Any) -> _Reply:
-    return _Reply(status, json.dumps(payload, separators=(",", ":")).encode())
-
-
-def _fault_body(status: int) -> Mapping[str, Any] | str:
-    """What Binance (or the gateway in front of it) replies with ``status``."""
-    if status in (418, 429):
-        return {
-            "code": -1003,
-            "msg": "Too many requests; current limit of IP(127.0.0.1) is 6000 requests per minute. "
-            "Please use the websocket for live updates to avoid polling the API.",
-        }
-    if status >= 500:
-        reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
-        title = f"{status} {reason.get(status, 'Server Error')}"
-        return f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
-    return {"code": -1000, "msg": "An unknown error occurred while processing the request."}
-
-
-def _fault_reply(fault: _Fault) -> _Reply:
-    body = fault.body if fault.body is not None else _fault_body(fault.status)
-    if isinstance(body, str):
-        return _Reply(fault.status, body.encode(), "text/html;charset=UTF-8")
-    return _json_reply(fault.status, dict(body))
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, fake: FakeBinance) -> None:
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._connections_lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
-    def close_connections(self) -> None:
-        """Shut every kept-alive connection, so its handler thread ends."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hanging up (or stop() shutting a connection) is routine here.
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests/aiohttp expect
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the fake's record is :attr:`FakeBinance.requests`."""
-
-    def _serve(self, method: str) -> None:
-        split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8") if length else ""
-        call = _Call(method, split.path, split.query, body, dict(self.headers.items()))
-        reply = self.server.fake._dispatch(call)
-        if reply is None:
-            # No reply at all: the client sees the connection closed under it.
-            self.close_connection = True
-            with suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")

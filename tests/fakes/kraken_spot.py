@@ -77,8 +77,8 @@ from ._http import (
     Reply,
     fmt,
     json_reply,
-    rewrite_api_urls,
 )
+from .ccxt_urls import point_at
 
 __all__ = [
     "DEFAULT_SECRET",
@@ -1117,12 +1117,3 @@ class FakeKraken(LoopbackFake):
             raise _err("invalid_order") from None
         except ccxt.BadRequest:
             raise _err("invalid_arguments") from None
-
-
-def point_at(exchange: Any, base: str) -> Any:
-    """Point the API URLs of a ccxt kraken client at ``base`` (a fake's :attr:`~FakeKraken.url`).
-
-    For a client in another process than the fake: ``point_at(ccxt.kraken(config), url)``,
-    with ``config`` from :meth:`FakeKraken.client_config` (same key and secret).
-    """
-    return rewrite_api_urls(exchange, base, ("api",))

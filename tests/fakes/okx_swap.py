@@ -32,7 +32,7 @@ credentials errors are HTTP 401. :data:`ORDER_ERRORS` lists the codes the
 venue's rejections become and what ccxt.okx makes of them.
 
 Faults (:meth:`FakeOkx.inject`) and the request log come from
-:mod:`fakes._loopback`. Deliberate simplifications: no algo (trigger/TP/SL)
+:mod:`fakes._http`. Deliberate simplifications: no algo (trigger/TP/SL)
 endpoints, no isolated margin, no hedge mode, the request timestamp is checked
 for its format only (unless ``max_clock_skew`` is set), and canceled orders
 stay in the order history for ever.
@@ -41,7 +41,6 @@ stay in the order history for ever.
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import json
@@ -57,7 +56,8 @@ from urllib.parse import parse_qsl
 import ccxt
 import ccxt.async_support
 
-from fakes._loopback import Call, LoopbackFake, RecordedRequest, Reply, gateway_page, json_reply
+from fakes._http import Call, LoopbackFake, RecordedRequest, Reply, gateway_page, json_reply
+from fakes.ccxt_urls import point_at
 from fakes.derivatives import (
     DerivativesVenue,
     SwapMarket,
@@ -191,7 +191,9 @@ Route = tuple[Callable[[Call], list[Any]], bool, bool]
 class FakeOkx(LoopbackFake):
     """OKX v5 swap REST on loopback, backed by a :class:`DerivativesVenue`."""
 
-    thread_name = "fake-okx"
+    name = "fake-okx"
+    json_type = "application/json"
+    html_type = "text/html;charset=UTF-8"
 
     def __init__(
         self,
@@ -300,7 +302,7 @@ class FakeOkx(LoopbackFake):
         super().inject(method, path, fault, times=times, status=status, body=body)
 
     # -- the loopback hooks ---------------------------------------------------------------
-    def _parse(self, call: Call) -> None:
+    def _prepare(self, call: Call) -> None:
         call.signed = call.header("OK-ACCESS-SIGN") is not None
         if call.method == "GET":
             call.params = dict(parse_qsl(call.query, keep_blank_values=True))
@@ -322,7 +324,7 @@ class FakeOkx(LoopbackFake):
             return gateway_page(status)
         return {"msg": "System error. Try again later", "code": "50026"}
 
-    def _serve(self, call: Call, route: Any) -> Reply:
+    def _handle(self, call: Call, route: Any) -> Reply:
         handler, signed, timed = route
         in_time = self._micros()
         try:
@@ -1170,17 +1172,3 @@ class FakeOkx(LoopbackFake):
             "tradeId": trade.id,
             "ts": str(trade.timestamp),
         }
-
-
-def point_at(exchange: Any, base: str) -> Any:
-    """Point a ccxt okx client's REST URLs at ``base`` (a fake's :attr:`~FakeOkx.url`).
-
-    For a client in another process than the fake: ``point_at(ccxt.okx(config), url)``,
-    with ``config`` from :meth:`FakeOkx.client_config` (same key, secret, passphrase).
-    """
-    urls = copy.deepcopy(exchange.urls)
-    for key in ("api", "test"):
-        if isinstance(urls.get(key), dict):
-            urls[key] = {name: base for name in urls[key]}
-    exchange.urls = urls
-    return exchange
