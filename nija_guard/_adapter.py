@@ -68,6 +68,7 @@ class EntryPoint:
     defaults: Mapping[str, Any]
     side: str | None = None
     type: str | None = None
+    extra_keywords: bool = False  # the method takes **kwargs: unknown keywords pass through
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name, like ``inspect.Signature.bind``."""
@@ -77,7 +78,7 @@ class EntryPoint:
             )
         bound = dict(zip(self.arg_names, args, strict=False))
         for key, value in kwargs.items():
-            if key not in self.arg_names:
+            if key not in self.arg_names and not self.extra_keywords:
                 raise ccxt.BadRequest(f"{self.name}() got an unexpected argument {key!r}")
             if key in bound:
                 raise ccxt.BadRequest(f"{self.name}() got multiple values for {key!r}")
@@ -136,6 +137,7 @@ class Adapter(Protocol):
     def account_id(self, client: Any, alias: str | None) -> str: ...
     def is_async(self, client_type: type) -> bool: ...
     def observed(self, client_type: type) -> Mapping[str, str]: ...
+    def observed_reply(self, operation: str, reply: Any) -> Any: ...
     def operation(self, client: Any, name: str) -> Callable[..., Any]: ...
     def entry_points(self, client_type: type) -> Mapping[str, EntryPoint]: ...
     def parse_call(
@@ -150,6 +152,7 @@ class Adapter(Protocol):
     def new_client_order_id(self, client: Any) -> str: ...
     def owns_client_order_id(self, client_order_id: str | None) -> bool: ...
     def bot_client_order_id(self, call: OrderCall) -> str | None: ...
+    def sizes_close(self, call: OrderCall) -> bool: ...
     def submission(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str, client: Any
     ) -> tuple[str, dict[str, Any]]: ...
@@ -231,8 +234,14 @@ class CcxtAdapter:
 
     @staticmethod
     def handles(client: Any) -> bool:
-        """ccxt clients, and anything speaking ccxt's unified API (the paper exchange)."""
-        return callable(getattr(client, "create_order", None))
+        """ccxt clients (sync, async, pro), the paper exchanges included.
+
+        Never guessed from method names: a house broker with a ``create_order`` of
+        its own is not ccxt, and would have its other sell methods left unguarded.
+        """
+        import ccxt.async_support
+
+        return isinstance(client, (ccxt.Exchange, ccxt.async_support.Exchange))
 
     # -- identity ----------------------------------------------------------------
     def venue_name(self, client: Any) -> str:
@@ -270,6 +279,10 @@ class CcxtAdapter:
             if callable(func) and name in self.OBSERVED:
                 found[attr] = str(name)
         return found
+
+    def observed_reply(self, operation: str, reply: Any) -> Any:
+        """What an observed method returned, in the shapes the engine reads."""
+        return reply
 
     def operation(self, client: Any, name: str) -> Callable[..., Any]:
         """The engine's operations are ccxt's unified methods: the client has them."""
@@ -593,6 +606,10 @@ class CcxtAdapter:
         return call.entry.name, call.with_submission(
             amount if call.amount is not None else None, params
         )
+
+    def sizes_close(self, call: OrderCall) -> bool:
+        """Whether a close_position call can be sent for part of the position (ccxt: no)."""
+        return False
 
     def batch_request(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str | None, client: Any

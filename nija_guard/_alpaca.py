@@ -66,6 +66,22 @@ def _rewrite_request(
     return {"order_data": request.model_copy(update=update)}
 
 
+def _read_close(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    return {"symbol": str(arguments["symbol_or_asset_id"])}
+
+
+def _rewrite_close(
+    arguments: Mapping[str, Any], amount: Decimal | None, client_order_id: str | None
+) -> dict[str, Any]:
+    """close_position for the clamped qty: never more than the guard allows."""
+    from alpaca.trading.requests import ClosePositionRequest
+
+    rewritten = dict(arguments)
+    if amount is not None:
+        rewritten["close_options"] = ClosePositionRequest(qty=format(amount, "f"))
+    return rewritten
+
+
 def _open_orders(client: Any, symbol: str | None) -> Any:
     from alpaca.trading.enums import QueryOrderStatus
     from alpaca.trading.requests import GetOrdersRequest
@@ -76,12 +92,23 @@ def _open_orders(client: Any, symbol: str | None) -> Any:
     return client.get_orders(filter=query)
 
 
+def _field(reply: Any, name: str) -> Any:
+    """A field of a model, or of the dict a ``raw_data=True`` client returns."""
+    return reply.get(name) if isinstance(reply, Mapping) else getattr(reply, name, None)
+
+
 def _rules(client: Any, symbol: str) -> dict[str, Any]:
-    asset = client.get_asset(symbol)
-    step = getattr(asset, "min_trade_increment", None)
+    # Crypto assets are named without the slash in the URL path (BTC/USD -> BTCUSD).
+    asset = client.get_asset(symbol.replace("/", ""))
+    step = _field(asset, "min_trade_increment")
     if step is None:
-        step = Decimal("1e-9") if asset.fractionable else Decimal(1)
-    return {"amount_step": step, "min_amount": getattr(asset, "min_order_size", None)}
+        step = Decimal("1e-9") if _field(asset, "fractionable") else Decimal(1)
+    return {"amount_step": step, "min_amount": _field(asset, "min_order_size")}
+
+
+def _price(client: Any, symbol: str) -> Any:
+    # The trading API has no quotes; a position knows its current price.
+    return _field(client.get_open_position(symbol.replace("/", "")), "current_price")
 
 
 def _category(error: BaseException) -> str | None:
@@ -127,7 +154,9 @@ class AlpacaAdapter(Broker):
             name="alpaca",
             orders={
                 "submit_order": OrderMethod(read=_read_request, rewrite=_rewrite_request),
-                "close_position": OrderMethod(kind="close_position", symbol=0),
+                "close_position": OrderMethod(
+                    kind="close_position", read=_read_close, rewrite=_rewrite_close
+                ),
                 "close_all_positions": OrderMethod(kind="close_all"),
                 "replace_order_by_id": OrderMethod(kind="unsupported"),
             },
@@ -137,13 +166,16 @@ class AlpacaAdapter(Broker):
             fetch_order_by_client_id=lambda client, cid, symbol: client.get_order_by_client_id(cid),
             fetch_open_orders=_open_orders,
             cancel_order=lambda client, order_id, symbol: client.cancel_order_by_id(order_id),
-            # The trading API has no quotes; a position knows its current price.
-            price=lambda client, symbol: (
-                client.get_open_position(symbol.replace("/", "")).current_price
-            ),
+            price=_price,
             markets=_rules,
             errors=_category,
             account=_account,
+            observe={
+                "get_order_by_id": "fetch_order",
+                "get_order_by_client_id": "fetch_order",
+                "get_orders": "fetch_orders",
+                "cancel_order_by_id": "cancel_order",
+            },
         )
 
     @classmethod

@@ -13,6 +13,7 @@ are bounded LRU maps.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
@@ -92,6 +93,7 @@ class ExitRecord:
     submitted_ms: int | None = None  # local wall clock when the submit began
     submitted_mono: float | None = None
     pre_total: Decimal | None = None  # holdings total before submit: evidence for reconciling
+    pre_free: Decimal | None = None  # free holdings before submit: a resting order locks them
     settled: bool = False
     journaled: bool = False  # the backend has a row for it that is not settled
     lease: Lease | None = None
@@ -160,7 +162,7 @@ class ExitRecord:
         return self.filled if self.settled else self.amount
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SettledSell:
     """What a final sell leaves behind: its fill and when the exchange accepted it."""
 
@@ -173,6 +175,14 @@ class SettledSell:
     final_ts: int | None = None  # exchange clock: when the order became final
     settled_ms: int = 0  # local wall clock: when the guard saw it final
     last_fill_ts: int | None = None  # exchange clock: its last fill (what moves a position)
+
+    # From this exchange time on, a snapshot shows the sell whole: no correction.
+    quiet: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.exchange_ts is not None:
+            quiet = max(self.exchange_ts, self.final_ts or self.exchange_ts)
+            object.__setattr__(self, "quiet", quiet)
 
     def reflected_in(self, snapshot_ms: int | None, snapshot_local_ms: int) -> bool:
         if self.exchange_ts is not None and snapshot_ms is not None:
@@ -274,6 +284,10 @@ class Book:
         self.dust: LRU[str, Decimal] = LRU(4096, 3600.0)
         self.prices: LRU[str, Decimal] = LRU(4096, 600.0)
         self.adopted: set[str] = set()
+        # Assets with settled sells, by when to look at them again: an asset that is
+        # never traded again still lets its settled sells go (100,000 symbols...).
+        self._sweep_queue: list[tuple[float, str]] = []  # a heap: the soonest first
+        self._scheduled: set[str] = set()
         # per kind: [on the wire, gathering joiners (not started), latest finished]
         self.flights: dict[str, list[BalanceFlight | None]] = {}
         self._tickets = itertools.count(1)
@@ -503,7 +517,27 @@ class Book:
                         rec.last_fill_ts,
                     )
                 )
+                if rec.holding not in self._scheduled:
+                    self._scheduled.add(rec.holding)
+                    heapq.heappush(self._sweep_queue, (self.clock(), rec.holding))
             self._maybe_forget(rec.holding, sells)
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Let other assets' settled sells go once they are past the keep window."""
+        horizon = self.clock() - self.SETTLED_KEEP_SECONDS
+        queue = self._sweep_queue
+        while queue and queue[0][0] < horizon:
+            _, asset = heapq.heappop(queue)
+            self._scheduled.discard(asset)
+            sells = self.sells.get(asset)
+            if sells is None:
+                continue
+            self._maybe_forget(asset, sells)
+            if asset in self.sells and sells.settled:
+                # Newer ones remain: look again once the newest is past the window.
+                self._scheduled.add(asset)
+                heapq.heappush(queue, (sells.settled[-1].settled_mono, asset))
 
     def _sells(self, asset: str) -> AssetSells:
         sells = self.sells.get(asset)
@@ -546,6 +580,10 @@ class Book:
                 else:
                     total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms)
             for done in sells.settled:
+                if not positional and snapshot_ms is not None:
+                    quiet = done.quiet
+                    if quiet is not None and snapshot_ms >= quiet:
+                        continue  # the snapshot shows it whole (most of them: checked cheaply)
                 if positional:
                     # A position moves only on fills: its time is its last change.
                     if snapshot_ms is not None and done.last_fill_ts is not None:
@@ -566,6 +604,24 @@ class Book:
             total = sum(
                 (
                     r.filled
+                    for r in sells.inflight
+                    if r is not exclude and (r.submitted_ms or 0) >= submitted_ms
+                ),
+                ZERO,
+            )
+            return total + sum(
+                (s.filled for s in sells.settled if (s.submitted_ms or 0) >= submitted_ms), ZERO
+            )
+
+    def reserved_since(self, asset: str, submitted_ms: int, exclude: ExitRecord) -> Decimal:
+        """What other exits of ``asset`` submitted since ``submitted_ms`` lock or sold."""
+        with self.mutex:
+            sells = self.sells.get(asset)
+            if sells is None:
+                return ZERO
+            total = sum(
+                (
+                    r.amount or ZERO
                     for r in sells.inflight
                     if r is not exclude and (r.submitted_ms or 0) >= submitted_ms
                 ),
@@ -636,6 +692,7 @@ class Book:
         with self.mutex:
             return {
                 "symbols": len(self.symbols),
+                "assets": len(self.sells),
                 "sells": sum(len(v.inflight) + len(v.settled) for v in self.sells.values()),
                 "tracked": len(self.tracked),
                 "by_order_id": len(self.by_order_id),

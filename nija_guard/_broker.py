@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -162,6 +163,10 @@ class OrderMethod:
             raise ValueError("a close_position method needs the symbol role")
 
 
+# What a method named in ``observe=`` is: its results settle the guard's records.
+_OBSERVABLE = frozenset({"fetch_order", "fetch_orders", "fetch_open_orders", "cancel_order"})
+
+
 class _BrokerReply(dict):  # type: ignore[type-arg]
     """A broker's reply read into ccxt's order shape; ``info`` is the reply itself."""
 
@@ -214,6 +219,7 @@ class Broker(CcxtAdapter):
             None
         ),
         account: Callable[[Any], str] | None = None,
+        observe: Mapping[str, str] | None = None,
         ignore: Iterable[str] = (),
     ) -> None:
         super().__init__()
@@ -237,6 +243,21 @@ class Broker(CcxtAdapter):
                     )
         elif errors is not None and not callable(errors):
             raise TypeError("errors must map exception classes to categories, or be a callable")
+        if fetch_order is None and fetch_order_by_client_id is None:
+            raise TypeError(
+                "give fetch_order (or fetch_order_by_client_id): the guard holds a symbol's "
+                "lock until the broker says the exit's order is final, and must ask"
+            )
+        if callable(markets) and inspect.iscoroutinefunction(markets):
+            raise TypeError("markets must be a dict or a plain function (it runs in the caller)")
+        if isinstance(markets, Mapping):
+            for symbol, rules in markets.items():
+                unknown = set(rules) - {"amount_step", "min_amount", "min_cost"}
+                if unknown:
+                    raise ValueError(
+                        f"markets[{symbol!r}] has unknown keys {sorted(unknown)}; "
+                        "known: amount_step, min_amount, min_cost"
+                    )
         self.name = name
         self.orders = dict(orders)
         self._holdings = holdings
@@ -251,6 +272,15 @@ class Broker(CcxtAdapter):
         self._errors = errors
         self._account = account
         self.ignore = frozenset(ignore)
+        self.observe = dict(observe or {})
+        for method, what in self.observe.items():
+            if what not in _OBSERVABLE:
+                raise ValueError(
+                    f"observe[{method!r}] must be one of {sorted(_OBSERVABLE)}, got {what!r}"
+                )
+        # Order id -> client order id, read from replies: how a broker that looks
+        # orders up only by client id is asked about an order known by its id.
+        self._client_ids: dict[str, str] = {}
         self._rules: dict[tuple[int, str], MarketInfo] = {}
         self._rules_lock = threading.Lock()
         self._async_types: dict[type, bool] = {}
@@ -280,6 +310,13 @@ class Broker(CcxtAdapter):
         cached = self._entry_cache.get(client_type)
         if cached is not None:
             return cached
+        if isinstance(self._holdings, str) and not callable(
+            getattr(client_type, self._holdings, None)
+        ):
+            raise TypeError(
+                f"Broker {self.name!r}: {client_type.__name__} has no {self._holdings}() "
+                "to read holdings from"
+            )
         found: dict[str, EntryPoint] = {}
         for method, spec in self.orders.items():
             func = getattr(client_type, method, None)
@@ -319,8 +356,12 @@ class Broker(CcxtAdapter):
         names = tuple(
             p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         )
-        if any(p.kind is p.POSITIONAL_ONLY for p in parameters):
-            raise TypeError(f"Broker {self.name!r}: {method}() has positional-only arguments")
+        if any(p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL) for p in parameters):
+            raise TypeError(
+                f"Broker {self.name!r}: {method}() takes positional-only or *args arguments, "
+                "which the guard cannot name; wrap it in a method with named arguments"
+            )
+        extra_keywords = any(p.kind is p.VAR_KEYWORD for p in parameters)
         for role in OrderMethod.ROLES:
             where = getattr(spec, role)
             if where is None:
@@ -344,7 +385,9 @@ class Broker(CcxtAdapter):
         order_type = spec.order_type
         if order_type is None and spec.type is None and kind == "order" and spec.read is None:
             order_type = "limit" if spec.price is not None else "market"
-        return EntryPoint(method, kind, names, defaults, spec.fixed_side, order_type)
+        return EntryPoint(
+            method, kind, names, defaults, spec.fixed_side, order_type, extra_keywords
+        )
 
     def _role(self, entry: EntryPoint, spec: OrderMethod, role: str) -> str | None:
         where = getattr(spec, role)
@@ -423,6 +466,8 @@ class Broker(CcxtAdapter):
         takes_id = spec.client_order_id is not None or spec.read is not None
         if call.cost is not None and call.amount is None:
             send = amount  # sized in quote currency by the bot, sent as the clamped amount
+        elif call.entry.kind == "close_position":
+            send = amount  # sized when the method can be: never more than the clamp allows
         else:
             send = amount if call.amount is not None else None
         if spec.rewrite is not None:
@@ -436,6 +481,10 @@ class Broker(CcxtAdapter):
         if cid_arg is not None:
             arguments[cid_arg] = client_order_id
         return call.entry.name, arguments
+
+    def sizes_close(self, call: OrderCall) -> bool:
+        spec = self.orders[call.entry.name]
+        return spec.rewrite is not None or spec.amount is not None
 
     def batch_request(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str | None, client: Any
@@ -506,7 +555,25 @@ class Broker(CcxtAdapter):
         return known
 
     def observed(self, client_type: type) -> Mapping[str, str]:
-        return {}
+        return {
+            m: what for m, what in self.observe.items() if callable(getattr(client_type, m, None))
+        }
+
+    def observed_reply(self, operation: str, reply: Any) -> Any:
+        """A bot's own lookup or cancel, read like the guard's (unreadable: nothing)."""
+        items = reply if isinstance(reply, (list, tuple)) else [reply]
+        seen = []
+        for item in items:
+            if item is None or isinstance(item, (bool, int, str)):
+                continue
+            try:
+                order = self._order(item)
+            except Exception as exc:  # not an order (a cancel acknowledgement...)
+                log.debug("%s: nothing to learn from %s: %s", self.name, operation, exc)
+                continue
+            if order["id"] or order["clientOrderId"]:
+                seen.append(order)
+        return seen
 
     def operation(self, client: Any, name: str) -> Callable[..., Any]:
         """An engine operation performed the broker's way; its errors become ccxt errors."""
@@ -560,9 +627,14 @@ class Broker(CcxtAdapter):
             cid = (params or {}).get("clientOrderId") if isinstance(params, Mapping) else None
             if order_id is None and cid and self._fetch_by_client_id is not None:
                 return self._fetch_by_client_id(client, str(cid), symbol)
-            if order_id is None or self._fetch_order is None:
-                raise ccxt.NotSupported(f"{self.name} adapter has no fetch_order")
-            return self._fetch_order(client, str(order_id), symbol)
+            if order_id is None:
+                raise ccxt.NotSupported(f"{self.name} adapter has no lookup by client id")
+            if self._fetch_order is not None:
+                return self._fetch_order(client, str(order_id), symbol)
+            known = self._client_ids.get(str(order_id))
+            if known is None or self._fetch_by_client_id is None:
+                raise ccxt.NotSupported(f"{self.name}: no way to look order {order_id} up")
+            return self._fetch_by_client_id(client, known, symbol)
 
         return lookup
 
@@ -701,9 +773,14 @@ class Broker(CcxtAdapter):
             stamp = int(stamp.timestamp() * 1000)
         order_id = _plain(fields.get("id"))
         side = _plain(fields.get("side"))
+        client_order_id = _plain(fields.get("client_order_id")) or None
+        if order_id and client_order_id and self._fetch_order is None:
+            if len(self._client_ids) > 100_000:
+                self._client_ids.clear()
+            self._client_ids[str(order_id)] = str(client_order_id)
         return _BrokerReply(
             id=str(order_id) if order_id not in (None, "") else None,
-            clientOrderId=_plain(fields.get("client_order_id")) or None,
+            clientOrderId=client_order_id,
             status=normalized,
             symbol=_plain(fields.get("symbol")),
             side=str(side).lower() if side else None,
@@ -718,11 +795,12 @@ class Broker(CcxtAdapter):
         )
 
     def _balance(self, reply: Any) -> dict[str, Any]:
-        free: dict[str, float] = {}
-        total: dict[str, float] = {}
+        # Decimals throughout: a float could round a holding up past what is held.
+        free: dict[str, Decimal] = {}
+        total: dict[str, Decimal] = {}
         for key, (f, t) in _holdings_items(reply):
-            free[key] = free.get(key, 0.0) + f
-            total[key] = total.get(key, 0.0) + t
+            free[key] = free.get(key, ZERO) + f
+            total[key] = total.get(key, ZERO) + t
         balance: dict[str, Any] = {k: {"free": free[k], "total": total[k]} for k in total}
         balance.update(free=free, total=total, info=reply)
         return balance
@@ -744,7 +822,7 @@ def read_order_fields(reply: Any) -> dict[str, Any]:
     }
 
 
-def _holdings_items(reply: Any) -> Iterable[tuple[str, tuple[float, float]]]:
+def _holdings_items(reply: Any) -> Iterable[tuple[str, tuple[Decimal, Decimal]]]:
     if isinstance(reply, Mapping):
         for key, value in reply.items():
             yield str(key), _quantities(value, f"holdings[{key!r}]")
@@ -758,7 +836,7 @@ def _holdings_items(reply: Any) -> Iterable[tuple[str, tuple[float, float]]]:
         yield str(_plain(key)), _quantities(item, f"holdings item {key!r}")
 
 
-def _quantities(value: Any, what: str) -> tuple[float, float]:
+def _quantities(value: Any, what: str) -> tuple[Decimal, Decimal]:
     """(free, total) of one holding; a short (negative) holding is nothing to sell."""
     if isinstance(value, tuple) and len(value) == 2:
         free, total = to_decimal(value[0]), to_decimal(value[1])
@@ -771,7 +849,7 @@ def _quantities(value: Any, what: str) -> tuple[float, float]:
         free = total if free_value is None else to_decimal(_plain(free_value))
     if free is None or total is None:
         raise ValueError(f"{what}: no quantity in {value!r}")
-    return float(max(free, ZERO)), float(max(total, ZERO))
+    return max(free, ZERO), max(total, ZERO)
 
 
 def _getter(value: Any) -> Callable[[str], Any]:
@@ -802,11 +880,17 @@ def _float(value: Decimal | None) -> float | None:
 
 
 def _like(original: Any, amount: Decimal) -> Any:
-    """The clamped amount in the type the bot passed (Decimal, str, float)."""
+    """The clamped amount in the type the bot passed: Decimal, str, int (whole), else float."""
     if isinstance(original, Decimal):
         return amount
     if isinstance(original, str):
         return format(amount, "f")
+    if (
+        isinstance(original, int)
+        and not isinstance(original, bool)
+        and amount == amount.to_integral()
+    ):
+        return int(amount)
     return float(amount)
 
 
@@ -815,13 +899,39 @@ def _ticker(reply: Any) -> dict[str, Any]:
     return {"last": float(price) if price is not None else None}
 
 
-def _looks_like_order_entry(name: str) -> bool:
-    """Method names that may enter an order: create/place/submit/... an order or position."""
-    from ._adapter import is_order_entry_name
+# Verbs that, with an order/position noun, make a method name look like order entry.
+_ENTRY_VERBS = frozenset(
+    {
+        "create",
+        "edit",
+        "close",
+        "place",
+        "amend",
+        "modify",
+        "replace",
+        "submit",
+        "send",
+        "new",
+        "execute",
+        "liquidate",
+        "flatten",
+        "exit",
+        "post",
+    }
+)
+_ENTRY_NOUNS = frozenset({"order", "orders", "position", "positions", "trade", "trades"})
 
-    words = name.lower().split("_")
-    return (
-        is_order_entry_name(name)
-        or (words[0] in ("buy", "sell", "market", "limit") and len(words) > 1)
-        or name in ("buy", "sell")
-    )
+
+def _looks_like_order_entry(name: str) -> bool:
+    """Method names that may enter an order, snake_case or camelCase.
+
+    ``place_market_order``, ``placeOrder``, ``submitOrder``, ``closePosition``,
+    ``send_order``, ``sell``, ``buy_limit``, ``market_sell``... Erring wide is
+    safe: a false match is one ``ignore=`` entry; a miss is an unguarded sell.
+    """
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower().strip("_").split("_")
+    if words[0] in ("buy", "sell") or (
+        words[0] in ("market", "limit", "stop") and not {"buy", "sell", "order"}.isdisjoint(words)
+    ):
+        return True
+    return words[0] in _ENTRY_VERBS and not _ENTRY_NOUNS.isdisjoint(words)

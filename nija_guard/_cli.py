@@ -17,14 +17,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="run a concurrent bot unguarded, then guarded, and compare"
     )
-    demo.add_argument("--threads", type=int, default=8, help="bot worker threads (default 8)")
+    demo.add_argument("--threads", type=int, default=8, help="stop-loss worker threads (default 8)")
     demo.add_argument(
-        "--symbols", type=int, default=50, help="positions to close per round (default 50)"
+        "--symbols", type=int, default=50, help="positions opened per round (default 50)"
     )
     demo.add_argument("--seconds", type=float, default=2.0, help="run time per mode (default 2)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     demo.add_argument(
-        "--ghost-rate", type=float, default=0.05, help="share of sells whose reply is lost"
+        "--ghost-rate",
+        type=float,
+        default=0.05,
+        help="share of orders whose reply is lost after execution (default 0.05)",
+    )
+    demo.add_argument(
+        "--backend",
+        default="memory",
+        help="the guard's backend: memory (default), sqlite:////abs/path or redis://host:port/db",
     )
     demo.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -58,34 +66,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reconcile(args)
 
     if args.command == "demo":
-        for name in ("threads", "symbols"):
-            if getattr(args, name) < 1:
-                parser.error(f"--{name} must be at least 1")
-        if args.seconds <= 0 or not 0 <= args.ghost_rate < 1:
-            parser.error("--seconds must be positive and --ghost-rate in [0, 1)")
-        from ._demo import format_table, run_demo
-
-        if not args.json:
-            print(
-                f"nija-guard demo: {args.threads} threads closing {args.symbols} positions, "
-                f"{args.seconds:g}s per mode, ghost rate {args.ghost_rate:g}"
-            )
-        results = run_demo(
-            args.threads,
-            args.symbols,
-            args.seconds,
-            args.seed,
-            ghost_rate=args.ghost_rate,
-            show_progress=not args.json,
-        )
-        if args.json:
-            print(json.dumps({r.mode: r.summary() for r in results}, indent=2))
-        else:
-            print()
-            print(format_table(results))
-        guarded = next(r for r in results if r.mode == "guarded")
-        return 1 if guarded.double_sells or guarded.oversold else 0
+        return _demo(demo, args)
     return 2  # pragma: no cover
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    for name in ("threads", "symbols"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 < args.seconds < float("inf"):
+        parser.error(f"--seconds must be a positive number, got {args.seconds:g}")
+    if not 0 <= args.ghost_rate < 1:
+        parser.error(f"--ghost-rate must be in [0, 1), got {args.ghost_rate:g}")
+    problem = _backend_problem(args.backend)
+    if problem:
+        parser.error(f"--backend: {problem}")
+    from ._backend import _safe
+    from ._demo import format_table, run_demo
+
+    if not args.json:
+        shown = args.backend if args.backend == "memory" else _safe(args.backend)  # no secrets
+        print(
+            f"nija-guard demo: {args.threads} stop-loss threads, {args.symbols} positions per "
+            f"round, {args.seconds:g}s per mode, ghost rate {args.ghost_rate:g}, "
+            f"backend {shown}"
+        )
+    results = run_demo(
+        args.threads,
+        args.symbols,
+        args.seconds,
+        args.seed,
+        ghost_rate=args.ghost_rate,
+        show_progress=not args.json,
+        backend=args.backend,
+    )
+    if args.json:
+        print(json.dumps({r.mode: r.summary() for r in results}, indent=2))
+    else:
+        print()
+        print(format_table(results))
+    guarded = next(r for r in results if r.mode == "guarded")
+    return 1 if guarded.double_sells or guarded.oversold else 0
+
+
+def _backend_problem(url: str) -> str | None:
+    """Why the demo cannot use backend ``url`` (unparsable, unreachable), or None."""
+    from urllib.parse import urlsplit
+
+    from ._backend import _safe, open_backend
+
+    try:
+        backend = open_backend(url)
+    except Exception as exc:
+        if url and not urlsplit(url).scheme:
+            return (
+                f"unknown backend {url!r}: use 'memory', 'sqlite:////absolute/path' "
+                "or 'redis://host:port/db'"
+            )
+        return str(exc)
+    try:
+        backend.leases("nija-guard-demo-probe/")  # reachable?
+    except Exception as exc:
+        return f"{_safe(url)} is unavailable: {exc}"
+    finally:
+        backend.close()
+    return None
 
 
 def _open(url: str) -> Any:

@@ -61,6 +61,10 @@ from ._telemetry import Telemetry
 __all__ = ["Engine", "Flow"]
 
 log = logging.getLogger("nija_guard")
+
+# The lease an exit holds when the backend is this process's memory: the book's
+# close lock already excludes every other exit, so no backend call is made.
+LOCAL_LEASE = Lease("", "local", 0, None)
 T = TypeVar("T")
 
 
@@ -244,6 +248,8 @@ class Engine:
             native = self.adapter.native_error(error)
             if native is error:
                 raise
+            for note in getattr(error, "__notes__", ()):
+                _add_note(native, note)  # what the guard learned ("safe to retry"...) stays
             raise native from None  # the broker's own error, as the bot expects it
         return self.adapter.native_reply(reply)
 
@@ -349,6 +355,7 @@ class Engine:
             # 5 and 7. Clamp to holdings (and to the ledger), rounded down; dust refused.
             amount = yield from self._clamp(rec, call, sellable)
             amount = yield from self._policy_amount(rec, amount)
+            self._check_whole_close(rec, call, amount)
 
             # 6. A client order id of the guard's, journaled before anything is sent.
             cid = (
@@ -411,8 +418,13 @@ class Engine:
         previous = rec.replaced
         if previous is not None and view.id is not None and view.id == previous.order_id:
             self._retire_amended(previous, rec)
-        self._acknowledged(rec, view)
-        yield from self._journal(rec, "submitted")
+        self._acknowledged(rec, view, track=False)
+        # Journaled before it is tracked: the tracker may settle it the moment it is, and
+        # a slow "submitted" write landing after "settled" would bring the row back.
+        try:
+            yield from self._journal(rec, "submitted")
+        finally:
+            self.book.track(rec)  # whatever the journal did, the order exists: follow it
         yield from self._notify(
             rec, "nija_guard_order_submitted", exit=rec.exit, order=dict(view.raw)
         )
@@ -501,7 +513,7 @@ class Engine:
                         # An edit continues the exit it amends, lease included.
                         lease, rec.replaced.lease = rec.replaced.lease, None
                     else:
-                        lease = yield Acquire(self._lease_key(rec), rec.exit.exit_id)
+                        lease = yield from self._take_lease(self._lease_key(rec), rec)
                     if lease is None:
                         # Another process holds the lease of this symbol.
                         for wake in self.book.release(rec):
@@ -717,7 +729,7 @@ class Engine:
                 # The amended order's reservation covers what it has not filled.
                 owned += rec.replaced.ledger_reserved - rec.replaced.filled
             sellable = min(sellable, owned)
-        rec.pre_total = total
+        rec.pre_total, rec.pre_free = total, free
         rec.sellable = max(sellable, ZERO)
         yield from self._notify(
             rec,
@@ -826,14 +838,15 @@ class Engine:
                     "nija_guard.reason": reason,
                 },
             )
-            log.info(
-                "clamped sell of %s from %s to %s (%s)",
-                rec.key,
-                requested,
-                amount,
-                reason,
-                extra=self._log_fields(rec, "clamped"),
-            )
+            if log.isEnabledFor(logging.INFO):  # its fields cost more than the call
+                log.info(
+                    "clamped sell of %s from %s to %s (%s)",
+                    rec.key,
+                    requested,
+                    amount,
+                    reason,
+                    extra=self._log_fields(rec, "clamped"),
+                )
             yield from self._notify(
                 rec,
                 "nija_guard_quantity_clamped",
@@ -1017,13 +1030,14 @@ class Engine:
             if flushed:
                 self._flush(rec)
             yield from self._journal(rec, "settled")
-            log.info(
-                "exit %s settled: %s, filled %s",
-                rec.exit.exit_id,
-                outcome.value,
-                rec.filled,
-                extra=self._log_fields(rec, "settled"),
-            )
+            if log.isEnabledFor(logging.INFO):  # its fields cost more than the call
+                log.info(
+                    "exit %s settled: %s, filled %s",
+                    rec.exit.exit_id,
+                    outcome.value,
+                    rec.filled,
+                    extra=self._log_fields(rec, "settled"),
+                )
             yield from self._notify(
                 rec,
                 "nija_guard_order_settled",
@@ -1064,7 +1078,7 @@ class Engine:
             previous.replacer = None
         took_over = False
         try:
-            if lease is not None:
+            if lease is not None and lease is not LOCAL_LEASE:
                 try:
                     yield Release(lease)
                 except Exception:
@@ -1080,7 +1094,7 @@ class Engine:
                     for wake in self.book.release(rec):
                         wake()
         if took_over and successor is not None:
-            successor.lease = yield Acquire(self._lease_key(successor), successor.exit.exit_id)
+            successor.lease = yield from self._take_lease(self._lease_key(successor), successor)
 
     def _fully_closed(self, rec: ExitRecord, view: OrderView | None) -> bool:
         """Whether this exit left less than the market lets anyone sell."""
@@ -1274,9 +1288,15 @@ class Engine:
         return None
 
     def _holdings_dropped(self, rec: ExitRecord) -> Flow[bool]:
-        """Whether the asset's total fell since the submit by more than known exits explain."""
+        """Whether holdings moved since the submit more than known exits explain.
+
+        A filled sell lowers the total; a resting one lowers only what is free
+        (it locks its amount). Either, unexplained, is evidence that the order
+        exists; only holdings that moved neither way let it be called absent.
+        """
         if rec.pre_total is None:
             return False
+        free: Decimal | None = None
         try:
             if rec.market.contract:
                 positions, _ = yield FetchBalance(self.book.next_ticket(), what="positions")
@@ -1285,15 +1305,21 @@ class Engine:
                     total = ZERO
             else:
                 balance, _ = yield FetchBalance(self.book.next_ticket())
-                _, total, stamp = self.adapter.holdings(balance, rec.market.base)
+                free, total, stamp = self.adapter.holdings(balance, rec.market.base)
         except ccxt.BaseError:
             return True  # no evidence either way: stay unknown
         if stamp is not None and stamp < (rec.submitted_ms or 0):
             return True  # a lagging snapshot from before the submit proves nothing
 
-        explained = self.book.sold_since(rec.holding, rec.submitted_ms or 0, exclude=rec)
+        since = rec.submitted_ms or 0
         tolerance = (rec.market.amount_step or Decimal("1e-12")) / 2
-        return total + explained < rec.pre_total - tolerance
+        explained = self.book.sold_since(rec.holding, since, exclude=rec)
+        if total + explained < rec.pre_total - tolerance:
+            return True
+        if free is not None and rec.pre_free is not None:
+            locked = self.book.reserved_since(rec.holding, since, exclude=rec)
+            return free + locked < rec.pre_free - tolerance
+        return False
 
     def _resolved(self, rec: ExitRecord, view: OrderView) -> Flow[None]:
         """An unknown outcome turned out to be a real order: remember it for retries."""
@@ -1407,6 +1433,13 @@ class Engine:
             view = self._view_or_none(reply)
             if view is not None and view.status:
                 yield from self._apply(rec, view)
+        if method == "cancel_order" and not seen and args:
+            # The cancel's answer says nothing we can read (alpaca: no body): ask about
+            # the order now, so an exit right after the cancel finds the symbol free.
+            rec = self.book.find(str(args[0]), None)
+            if rec is not None and not rec.settled and rec.phase == Phase.ACTIVE:
+                yield from self.poll(rec)
+            return
         symbol = args[0] if args else (kwargs or {}).get("symbol")
         if method == "fetch_open_orders" and symbol:
             for rec in self.book.tracked_records():
@@ -1701,7 +1734,7 @@ class Engine:
             created_at=time.time(),
         )
 
-    def _acknowledged(self, rec: ExitRecord, view: OrderView) -> None:
+    def _acknowledged(self, rec: ExitRecord, view: OrderView, *, track: bool = True) -> None:
         with self.book.mutex:
             rec.last_order = rec.last_order or view
             rec.local_ack_ms = rec.local_ack_ms or _now_ms()
@@ -1714,7 +1747,8 @@ class Engine:
                 changes["client_order_id"] = view.client_order_id
             if changes:
                 rec.exit = rec.exit.evolve(**changes)
-        self.book.track(rec)
+        if track:
+            self.book.track(rec)
 
     def _reserve(self, rec: ExitRecord) -> None:
         self.book.add_sell(rec)
@@ -1760,6 +1794,32 @@ class Engine:
         return rec.stages[-1] if rec.stages else rec.span
 
     # -- leases that outlive the process: renewal, loss, crash recovery ---------------
+    def _check_whole_close(self, rec: ExitRecord, call: OrderCall, amount: Decimal) -> None:
+        """A close_position that can only sell everything may not sell more than allowed.
+
+        The clamp (ledger ownership, a policy hook, other exits) may allow less
+        than the whole position; a close the broker cannot size would sell it all.
+        """
+        whole = rec.pre_total
+        if call.entry.kind != "close_position" or whole is None or self.adapter.sizes_close(call):
+            return
+        if amount < whole - (rec.market.amount_step or Decimal("1e-12")) / 2:
+            raise GuardError(
+                f"{call.entry.name}() would sell the whole {rec.key} position ({whole}) but "
+                f"this exit may sell {amount}; sell that amount with an order instead"
+            )
+
+    def _take_lease(self, key: str, rec: ExitRecord) -> Flow[Lease | None]:
+        """The backend lease of ``key`` for ``rec``; None: another process holds it.
+
+        In one process (the memory backend) the book's close lock is the only
+        lock there is: the exit holds a local lease without a backend call.
+        """
+        if not self.durable:
+            return LOCAL_LEASE
+        lease: Lease | None = yield Acquire(key, rec.exit.exit_id)
+        return lease
+
     def _confirm_lease(self, rec: ExitRecord) -> Flow[None]:
         """Right before the submit: is the lease still ours? If not, send nothing."""
         lease = rec.lease
@@ -1985,6 +2045,8 @@ class Engine:
         return f"{self.account}/{rec.key}"
 
     def _journal(self, rec: ExitRecord, state: str) -> Flow[None]:
+        if not self.durable:
+            return  # nothing outlives this process: no journal to recover from
         rec.journaled = state != "settled"  # set first: a failed write may have landed
         yield Journal(
             JournalEntry(
@@ -2018,12 +2080,13 @@ class Engine:
         self.telemetry.event(
             self._span_of(rec), "nija_guard.blocked", {"nija_guard.reason": reason}
         )
-        log.info(
-            "exit of %s blocked (%s)",
-            rec.key,
-            reason,
-            extra=self._log_fields(rec, "blocked", reason=reason),
-        )
+        if log.isEnabledFor(logging.INFO):  # its fields cost more than the call
+            log.info(
+                "exit of %s blocked (%s)",
+                rec.key,
+                reason,
+                extra=self._log_fields(rec, "blocked", reason=reason),
+            )
         yield from self._notify(
             rec,
             "nija_guard_exit_blocked",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import operator
 import threading
 import weakref
 from collections.abc import Callable
@@ -36,7 +37,8 @@ _ADAPTER = CcxtAdapter()
 _registry_lock = threading.Lock()
 _books: weakref.WeakValueDictionary[tuple[str, str], Book] = weakref.WeakValueDictionary()
 _backends: dict[str, Backend] = {}
-_proxy_classes: dict[tuple[type, Any], type] = {}
+# Per adapter, per client class: the proxy classes (an adapter that goes away takes its own).
+_proxy_classes: weakref.WeakKeyDictionary[Any, dict[type, type]] = weakref.WeakKeyDictionary()
 
 
 def _version() -> str:
@@ -323,6 +325,24 @@ class GuardedClient(_Proxy):
         raise TypeError("a guarded client cannot be pickled: its locks live in this process")
 
 
+def _passthrough(attr: str) -> property:
+    """Everything else the client's class has: read straight from the client, in C.
+
+    ``property`` and ``attrgetter`` are both C, so reading ``proxy.fetch_ticker``
+    costs one descriptor call instead of wrapt's failed lookup and ``__getattr__``.
+    Instance attributes of the same name (ccxt sets ``markets``, ``apiKey``...)
+    are found the same way; writes and deletes go to the client.
+    """
+
+    def write(proxy: Any, value: Any) -> None:
+        setattr(proxy.__wrapped__, attr, value)
+
+    def delete(proxy: Any) -> None:
+        delattr(proxy.__wrapped__, attr)
+
+    return property(operator.attrgetter(f"__wrapped__.{attr}"), write, delete)
+
+
 def _guarded_method(attr: str, entry: EntryPoint) -> Callable[..., Any]:
     def method(self: GuardedClient, *args: Any, **kwargs: Any) -> Any:
         g = self._self_guard
@@ -351,7 +371,8 @@ def _async_observed_method(attr: str, name: str) -> Callable[..., Any]:
         g = self._self_guard
         if g.book.tracked:
             try:
-                await g.driver.run(g.engine.observe(name, args, result, kwargs))
+                seen = g.adapter.observed_reply(name, result)
+                await g.driver.run(g.engine.observe(name, args, seen, kwargs))
             except Exception:
                 log.exception(
                     "could not learn from %s",
@@ -371,7 +392,8 @@ def _observed_method(attr: str, name: str) -> Callable[..., Any]:
         g = self._self_guard
         if g.book.tracked:
             try:
-                g.driver.run(g.engine.observe(name, args, result, kwargs))
+                seen = g.adapter.observed_reply(name, result)
+                g.driver.run(g.engine.observe(name, args, seen, kwargs))
             except Exception:
                 log.exception(
                     "could not learn from %s",
@@ -388,9 +410,8 @@ def _observed_method(attr: str, name: str) -> Callable[..., Any]:
 def proxy_class(client_type: type, adapter: Adapter | None = None) -> type:
     """The proxy class for a client class: its order-entry methods guarded."""
     adapter = adapter or _ADAPTER
-    key = (client_type, adapter)
     with _registry_lock:
-        cls = _proxy_classes.get(key)
+        cls = _proxy_classes.get(adapter, {}).get(client_type)
         if cls is not None:
             return cls
     namespace: dict[str, Any] = {"__slots__": (), "__module__": __name__}
@@ -402,9 +423,14 @@ def proxy_class(client_type: type, adapter: Adapter | None = None) -> type:
     for attr, name in adapter.observed(client_type).items():
         if attr not in namespace:
             namespace[attr] = observed(attr, name)
+    reserved = {name for klass in GuardedClient.__mro__ for name in vars(klass)}
+    for attr in dir(client_type):
+        if attr.startswith("__") or attr in namespace or attr in reserved:
+            continue
+        namespace[attr] = _passthrough(attr)
     cls = type(f"Guarded{client_type.__name__}", (GuardedClient,), namespace)
     with _registry_lock:
-        return _proxy_classes.setdefault(key, cls)
+        return _proxy_classes.setdefault(adapter, {}).setdefault(client_type, cls)
 
 
 def adapter_for(client: Any, chosen: Adapter | None = None) -> Adapter:

@@ -26,6 +26,12 @@ def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     return number
 
 
+def _adapter_methods() -> tuple[str, ...]:
+    from ._adapter import Adapter
+
+    return tuple(name for name in vars(Adapter) if not name.startswith("_"))
+
+
 @dataclass(frozen=True)
 class Options:
     """Every option of :func:`nija_guard.guard`; see docs/options.md."""
@@ -116,8 +122,7 @@ class Options:
             raise ValueError("ledger_seed only applies with ownership='ledger'")
         adapter = values.get("adapter")
         if adapter is not None and not all(
-            callable(getattr(adapter, name, None))
-            for name in ("entry_points", "parse_call", "operation", "order_view")
+            callable(getattr(adapter, name, None)) for name in _adapter_methods()
         ):
             raise TypeError(
                 "adapter must be a broker adapter such as nija_guard.Broker(...), "

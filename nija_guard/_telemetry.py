@@ -32,6 +32,8 @@ __all__ = ["EXIT_SPAN", "SCOPE", "Telemetry"]
 SCOPE = "nija_guard"
 EXIT_SPAN = "nija_guard.exit"
 _EMPTY = otel_context.Context()
+# The API's stand-ins while no SDK is configured (the proxy's class is private).
+_NO_METERS = frozenset({"_ProxyMeterProvider", "NoOpMeterProvider"})
 
 
 class Telemetry:
@@ -42,6 +44,8 @@ class Telemetry:
         version: str = "",
         exchange: str = "",
     ) -> None:
+        self._own_tracer = tracer_provider is not None
+        self._own_meter = meter_provider is not None
         self.tracer = trace.get_tracer(SCOPE, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, version, meter_provider=meter_provider)
         self.exchange = exchange
@@ -79,9 +83,22 @@ class Telemetry:
             description="From submit until the order was final on the exchange",
         )
 
+    # With no SDK anywhere, building spans and metric attributes is pure cost. The
+    # global providers are looked up on every exit: one set later is used at once.
+    def _tracing(self) -> bool:
+        """Whether spans can go anywhere: a provider given, or a real global one."""
+        return self._own_tracer or not isinstance(
+            trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        )
+
+    def _metering(self) -> bool:
+        return self._own_meter or type(metrics.get_meter_provider()).__name__ not in _NO_METERS
+
     # -- spans -----------------------------------------------------------------------------
     def start_exit(self, exit: Exit) -> Span:
         """The exit span, child of whatever span is current in the bot's code."""
+        if not self._tracing():
+            return trace.INVALID_SPAN  # no SDK anywhere: nothing to build, nothing to end
         span = self.tracer.start_span(EXIT_SPAN, kind=SpanKind.INTERNAL)
         if span.is_recording():
             span.set_attributes(
@@ -144,6 +161,8 @@ class Telemetry:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         span.end()
+        if not self._metering():
+            return
         attrs = {
             "nija_guard.exchange": self.exchange,
             "nija_guard.side": exit.side,
@@ -155,11 +174,15 @@ class Telemetry:
 
     # -- metrics -----------------------------------------------------------------------------
     def count(self, instrument: str, **attributes: Any) -> None:
+        if not self._metering():
+            return
         getattr(self, instrument).add(
             1, {"nija_guard.exchange": self.exchange, **_prefixed(attributes)}
         )
 
     def record(self, instrument: str, seconds: float, **attributes: Any) -> None:
+        if not self._metering():
+            return
         getattr(self, instrument).record(
             max(seconds, 0.0), {"nija_guard.exchange": self.exchange, **_prefixed(attributes)}
         )

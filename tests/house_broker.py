@@ -232,6 +232,13 @@ def describe(*, client_ids: bool = True, lookups: bool = True) -> nija_guard.Bro
         else None,
         fetch_open_orders=lambda broker, symbol: broker.get_open_orders(symbol),
         cancel_order=lambda broker, order_id, symbol: broker.cancel_order(order_id),
+        # The bot's own lookups and cancels through the proxy settle exits at once.
+        observe={
+            "get_order": "fetch_order",
+            "get_order_by_client_id": "fetch_order",
+            "get_open_orders": "fetch_open_orders",
+            "cancel_order": "cancel_order",
+        },
         markets={
             "BTC-USD": {"amount_step": "0.0001", "min_amount": "0.0001", "min_cost": 1},
             "ETH-USD": {"amount_step": "0.0001", "min_amount": "0.0001", "min_cost": 1},

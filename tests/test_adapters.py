@@ -26,6 +26,10 @@ from nija_guard.testing import PaperExchange
 SYMBOL = "BTC-USD"
 
 
+def fetch_house_order(broker: Any, order_id: str, symbol: str | None) -> Any:
+    return broker.get_order(order_id)
+
+
 def guarded(broker: Any, adapter: nija_guard.Broker | None = None, **options: Any) -> Any:
     return nija_guard.guard(broker, adapter=adapter or describe(), **{**FAST, **options})
 
@@ -88,7 +92,9 @@ def test_the_proxy_is_transparent_for_a_house_broker() -> None:
 def test_a_wrong_description_fails_at_guard_time(
     orders: dict[str, nija_guard.OrderMethod], error: type[Exception], match: str
 ) -> None:
-    adapter = nija_guard.Broker(name="house", orders=orders, holdings="get_positions")
+    adapter = nija_guard.Broker(
+        name="house", orders=orders, holdings="get_positions", fetch_order=fetch_house_order
+    )
     with pytest.raises(error, match=match):
         nija_guard.guard(HouseBroker(), adapter=adapter, **FAST)
 
@@ -98,6 +104,7 @@ def test_methods_that_never_sell_can_be_declared_as_such() -> None:
         name="house-ignore",
         orders={"place_market_order": nija_guard.OrderMethod(symbol=0, side=1, amount=2)},
         holdings="get_positions",
+        fetch_order=fetch_house_order,
         ignore=["place_limit_order"],
     )
     ex = nija_guard.guard(HouseBroker(), adapter=adapter, **FAST)
@@ -118,6 +125,7 @@ def test_methods_that_never_sell_can_be_declared_as_such() -> None:
                 name="b",
                 orders={"place_market_order": nija_guard.OrderMethod(symbol=0, side=1, amount=2)},
                 holdings="get_positions",
+                fetch_order=fetch_house_order,
                 errors={OrderRejected: "nope"},
             ),
             "must be one of",
@@ -213,7 +221,7 @@ def test_the_bots_own_client_id_is_kept() -> None:
 
 @pytest.mark.parametrize(
     ("requested", "expected"),
-    [(Decimal("3"), Decimal("1.0000")), ("3", "1.0000"), (3.0, 1.0), (3, 1.0)],
+    [(Decimal("3"), Decimal("1.0000")), ("3", "1.0000"), (3.0, 1.0), (3, 1)],
 )
 def test_the_clamped_amount_keeps_the_type_the_bot_passed(requested: Any, expected: Any) -> None:
     broker = HouseBroker()
@@ -344,6 +352,7 @@ def test_the_default_reader_reads_objects_and_enums() -> None:
 def test_holdings_shapes(reply: Any, expected: tuple[float, float]) -> None:
     balance = describe()._balance(reply)
     assert (balance["BTC-USD"]["free"], balance["BTC-USD"]["total"]) == expected
+    assert isinstance(balance["BTC-USD"]["free"], Decimal)  # never rounded through a float
 
 
 def test_unreadable_holdings_fail_closed() -> None:
@@ -352,6 +361,7 @@ def test_unreadable_holdings_fail_closed() -> None:
         name="house-bad-holdings",
         orders=describe().orders,
         holdings=lambda b: [{"quantity": 1}],  # no symbol
+        fetch_order=fetch_house_order,
     )
     ex = nija_guard.guard(broker, adapter=adapter, **FAST)
     try:

@@ -85,13 +85,17 @@ def test_balance_refresh_comes_after_admission_and_before_submit(make_guard: Any
     ex = make_guard(paper, adopt=False)
     flow = Stepper(ex, sell(ex, 0.5))
     kinds = []
+    locked_at_refresh = None
     while not flow.done:
         kinds.append(
             type(flow.pending).__name__
             + (f":{flow.pending.purpose}" if isinstance(flow.pending, Call) else "")
         )
+        if isinstance(flow.pending, FetchBalance):
+            locked_at_refresh = ex.nija_guard.locked_symbols()
         flow.step()
-    assert kinds.index("Acquire") < kinds.index("FetchBalance") < kinds.index("Call:submit")
+    assert locked_at_refresh == ["BTC/USDT"]  # admitted (close lock held) before the refresh
+    assert kinds.index("FetchBalance") < kinds.index("Call:submit")
 
 
 def test_an_exception_thrown_in_at_the_balance_step_releases_everything(make_guard: Any) -> None:

@@ -182,10 +182,10 @@ def test_veto_fires_the_vetoed_hook_with_the_reason(make_guard: Any, recorder: A
 
 
 def test_backend_failure_fails_closed_and_fires_its_hook(
-    make_guard: Any, recorder: Any, monkeypatch: pytest.MonkeyPatch
+    make_guard: Any, recorder: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     paper = PaperExchange(balances={"BTC": 1})
-    ex = make_guard(paper, plugins=[recorder])
+    ex = make_guard(paper, plugins=[recorder], backend=f"sqlite:///{tmp_path}/guard.db")
 
     def down(*args: Any) -> Any:
         raise ConnectionError("backend unreachable")

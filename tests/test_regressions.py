@@ -118,10 +118,10 @@ def test_ledger_mode_edit_of_a_resting_exit_is_not_nothing_to_sell(make_guard: A
 # =====================================================================================
 @pytest.mark.parametrize("where", ["lease-acquire", "adopt-interrupted"])
 def test_failure_right_after_admission_releases_the_lock(
-    make_guard: Any, monkeypatch: Any, where: str
+    make_guard: Any, monkeypatch: Any, where: str, tmp_path: Any
 ) -> None:
     paper = PaperExchange(balances={"BTC": 1, "USDT": 0})
-    ex = quiet(make_guard(paper))
+    ex = quiet(make_guard(paper, backend=f"sqlite:///{tmp_path}/guard.db"))
     ex.load_markets()
     backend = ex.nija_guard.backend
     if where == "lease-acquire":
@@ -204,13 +204,14 @@ def test_interrupt_in_outcome_unknown_hook_does_not_lock_the_symbol_for_ever(
     ],
 )
 def test_retry_after_interrupt_once_the_order_exists_gets_that_order(
-    make_guard: Any, recorder: Any, monkeypatch: Any, dark: str
+    make_guard: Any, recorder: Any, monkeypatch: Any, dark: str, tmp_path: Any
 ) -> None:
     paper = PaperExchange(balances={"BTC": 1, "USDT": 0})
     plugins: list[Any] = [recorder]
     if dark == "interrupt-in-submitted-hook":
         plugins.append(Interrupting("order_submitted", KeyboardInterrupt()))
-    ex = quiet(make_guard(paper, plugins=plugins))
+    # A durable backend: the memory backend keeps no journal that could fail.
+    ex = quiet(make_guard(paper, plugins=plugins, backend=f"sqlite:///{tmp_path}/guard.db"))
     ex.load_markets()
     expected: type[BaseException] = KeyboardInterrupt
     if dark == "interrupt-while-reconciling":

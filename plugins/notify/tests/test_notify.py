@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -70,7 +72,9 @@ def vetoed(make_guard: MakeGuard, *plugins: Any, **params: Any) -> None:
 
 def backend_down(make_guard: MakeGuard, *plugins: Any, **params: Any) -> None:
     paper = PaperExchange(balances={"BTC": 1})
-    ex = make_guard(paper, *plugins)
+    # A durable backend: the memory backend makes no calls that could fail.
+    path = Path(tempfile.mkdtemp(prefix="njg-notify-")) / "guard.db"
+    ex = make_guard(paper, *plugins, backend=f"sqlite:///{path}")
 
     def down(*args: Any) -> Any:
         raise ConnectionError("redis://user:SENTINEL-BACKEND@db unreachable")
