@@ -153,6 +153,7 @@ class Adapter(Protocol):
     def owns_client_order_id(self, client_order_id: str | None) -> bool: ...
     def bot_client_order_id(self, call: OrderCall) -> str | None: ...
     def sizes_close(self, call: OrderCall) -> bool: ...
+    def lists_prices(self, client: Any) -> bool: ...
     def submission(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str, client: Any
     ) -> tuple[str, dict[str, Any]]: ...
@@ -610,6 +611,11 @@ class CcxtAdapter:
     def sizes_close(self, call: OrderCall) -> bool:
         """Whether a close_position call can be sent for part of the position (ccxt: no)."""
         return False
+
+    def lists_prices(self, client: Any) -> bool:
+        """Whether one call lists every ticker (``fetch_tickers``), for a shared price fetch."""
+        has = getattr(client, "has", None)
+        return isinstance(has, Mapping) and bool(has.get("fetchTickers"))
 
     def batch_request(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str | None, client: Any

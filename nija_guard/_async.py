@@ -25,6 +25,7 @@ from typing import Any
 from ._backend import Backend
 from ._book import BalanceFlight, Book, ExitRecord
 from ._engine import (
+    FETCHES,
     Acquire,
     Ask,
     Call,
@@ -154,7 +155,7 @@ class AsyncDriver:
                     self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
                     flight.result = await self.engine.adapter.operation(
                         self.client,
-                        "fetch_balance" if effect.what == "balance" else "fetch_positions",
+                        FETCHES[effect.what],
                     )()
                 except BaseException as exc:
                     flight.error = exc

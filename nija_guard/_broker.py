@@ -482,6 +482,9 @@ class Broker(CcxtAdapter):
             arguments[cid_arg] = client_order_id
         return call.entry.name, arguments
 
+    def lists_prices(self, client: Any) -> bool:
+        return False  # ``price=`` answers one symbol at a time
+
     def sizes_close(self, call: OrderCall) -> bool:
         spec = self.orders[call.entry.name]
         return spec.rewrite is not None or spec.amount is not None

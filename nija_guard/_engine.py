@@ -85,11 +85,16 @@ class FetchBalance:
     """Holdings from a fetch_balance that started after ``ticket`` (shared by a single flight).
 
     Returns ``(balance, started_ms)``: the ccxt balance and the local wall clock
-    (ms) when its request started.
+    (ms) when its request started. ``what`` may also be "positions" (derivatives)
+    or "tickers" (every price in one call): the same flight serves those.
     """
 
     ticket: int
-    what: str = "balance"  # or "positions" (derivatives)
+    what: str = "balance"
+
+
+# What each kind of shared fetch calls.
+FETCHES = {"balance": "fetch_balance", "positions": "fetch_positions", "tickers": "fetch_tickers"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,16 @@ _REFUSED = "_refused"
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _ticker_price(ticker: Any) -> Decimal | None:
+    """The last (else bid, else close) price of a ccxt ticker, if it has one."""
+    for key in ("last", "bid", "close"):
+        value = ticker.get(key) if isinstance(ticker, Mapping) else None
+        price = to_decimal(value) if value else None
+        if price is not None and price > 0:
+            return price
+    return None
 
 
 def _add_note(error: BaseException, note: str) -> None:
@@ -805,6 +820,11 @@ class Engine:
         if market.min_cost is not None and price is None:
             price = yield from self._price(rec)
         why = market.below_minimum(amount, price)
+        if why is not None and call.price is None and market.below_minimum(amount, None) is None:
+            # Only the cost says dust, at a price that may be minutes old: never refuse
+            # an exit on a stale price. Ask for a fresh one first.
+            fresh = yield from self._price(rec, fresh=True)
+            why = market.below_minimum(amount, fresh if fresh is not None else price)
         if why is not None:
             if requested is not None and requested < limit:
                 # The request itself is too small: not dust, a bad order.
@@ -927,22 +947,38 @@ class Engine:
         raise ExitVetoed(f"exit vetoed: {reason}", exit=rec.exit)
 
     def _price(self, rec: ExitRecord, fresh: bool = False) -> Flow[Decimal | None]:
-        """A price: for the minimum-cost check a recent fill's will do, else one ticker fetch."""
+        """A price: for the minimum-cost check a recent one will do, else a ticker.
+
+        Where the venue lists every ticker in one call, concurrent exits share one
+        such call (a single flight, like the balance's) and every price it brings
+        is kept: a burst of exits on many symbols costs one call, not one each.
+        """
         symbol = rec.exit.symbol
         known = None if fresh else self.book.prices.get(symbol, self.clock())
         if known is not None:
             return known
+        if not fresh and self.adapter.lists_prices(self.client):
+            try:
+                tickers, _ = yield FetchBalance(rec.ticket, what="tickers")
+            except ccxt.BaseError:
+                tickers = None
+            if isinstance(tickers, Mapping):
+                now = self.clock()
+                for name, ticker in tickers.items():
+                    price = _ticker_price(ticker)
+                    if price is not None:
+                        self.book.prices.put(str(name), price, now)
+                known = self.book.prices.get(symbol, now)
+                if known is not None:
+                    return known
         try:
             ticker = yield Call("fetch_ticker", (symbol,), purpose="price", span=self._span_of(rec))
         except ccxt.BaseError:
             return None
-        for key in ("last", "bid", "close"):
-            value = ticker.get(key) if isinstance(ticker, Mapping) else None
-            if value:
-                price = Decimal(str(value))
-                self.book.prices.put(symbol, price, self.clock())
-                return price
-        return None
+        price = _ticker_price(ticker)
+        if price is not None:
+            self.book.prices.put(symbol, price, self.clock())
+        return price
 
     def _remaining_of(self, order_id: str, symbol: str) -> Flow[Decimal]:
         try:

@@ -17,6 +17,7 @@ from opentelemetry import trace
 from ._backend import Backend, Lease
 from ._book import Book
 from ._engine import (
+    FETCHES,
     Acquire,
     Ask,
     Call,
@@ -118,7 +119,7 @@ class SyncDriver:
                     self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
                     flight.result = self.engine.adapter.operation(
                         self.client,
-                        "fetch_balance" if effect.what == "balance" else "fetch_positions",
+                        FETCHES[effect.what],
                     )()
                 except BaseException as exc:
                     flight.error = exc

@@ -23,6 +23,7 @@ __all__ = ["AsyncPaperExchange"]
 # The endpoints the async client forwards to the sync paper client's logic.
 _ENDPOINTS = (
     "fetch_ticker",
+    "fetch_tickers",
     "fetch_balance",
     "create_order",
     "create_orders",

@@ -74,6 +74,7 @@ class PaperExchange(Exchange):  # type: ignore[misc]
                     "fetchCurrencies": False,
                     "fetchBalance": True,
                     "fetchTicker": True,
+                    "fetchTickers": True,
                     "createOrder": True,
                     "createOrders": True,
                     "createMarketOrder": True,
@@ -229,25 +230,35 @@ class PaperExchange(Exchange):  # type: ignore[misc]
             )
         return result
 
-    def fetch_ticker(self, symbol: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        def action() -> dict[str, Any]:
-            market = self.venue.market(symbol)
-            now = self.venue.now_ms()
-            price = float(market.price)
-            return self.safe_ticker(  # type: ignore[no-any-return]
-                {
-                    "symbol": symbol,
-                    "timestamp": now,
-                    "datetime": self.iso8601(now),
-                    "last": price,
-                    "close": price,
-                    "bid": price,
-                    "ask": price,
-                    "info": {},
-                }
-            )
+    def _ticker(self, symbol: str) -> dict[str, Any]:
+        market = self.venue.market(symbol)
+        now = self.venue.now_ms()
+        price = float(market.price)
+        return self.safe_ticker(  # type: ignore[no-any-return]
+            {
+                "symbol": symbol,
+                "timestamp": now,
+                "datetime": self.iso8601(now),
+                "last": price,
+                "close": price,
+                "bid": price,
+                "ask": price,
+                "info": {},
+            }
+        )
 
-        return self._call("fetch_ticker", action)  # type: ignore[no-any-return]
+    def fetch_ticker(self, symbol: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._call("fetch_ticker", lambda: self._ticker(symbol))  # type: ignore[no-any-return]
+
+    def fetch_tickers(
+        self, symbols: list[str] | None = None, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        def action() -> dict[str, Any]:
+            with self.venue.lock:
+                names = list(symbols) if symbols else list(self.venue.markets)
+                return {name: self._ticker(name) for name in names}
+
+        return self._call("fetch_tickers", action)  # type: ignore[no-any-return]
 
     # -- account -----------------------------------------------------------------
     def fetch_balance(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
