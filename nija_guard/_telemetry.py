@@ -46,6 +46,8 @@ class Telemetry:
     ) -> None:
         self._own_tracer = tracer_provider is not None
         self._own_meter = meter_provider is not None
+        self._recheck_tracing = self._recheck_metering = 0.0
+        self._global_tracing = self._global_metering = False
         self.tracer = trace.get_tracer(SCOPE, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, version, meter_provider=meter_provider)
         self.exchange = exchange
@@ -84,15 +86,29 @@ class Telemetry:
         )
 
     # With no SDK anywhere, building spans and metric attributes is pure cost. The
-    # global providers are looked up on every exit: one set later is used at once.
+    # global providers are looked up again every second: one set later is used
+    # from then on (spans and metrics before it would have gone nowhere anyway).
     def _tracing(self) -> bool:
         """Whether spans can go anywhere: a provider given, or a real global one."""
-        return self._own_tracer or not isinstance(
-            trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-        )
+        if self._own_tracer:
+            return True
+        now = time.monotonic()
+        if now >= self._recheck_tracing:
+            self._recheck_tracing = now + 1.0
+            self._global_tracing = not isinstance(
+                trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+            )
+        return self._global_tracing
 
     def _metering(self) -> bool:
-        return self._own_meter or type(metrics.get_meter_provider()).__name__ not in _NO_METERS
+        if self._own_meter:
+            return True
+        now = time.monotonic()
+        if now >= self._recheck_metering:
+            self._recheck_metering = now + 1.0
+            provider = metrics.get_meter_provider()
+            self._global_metering = type(provider).__name__ not in _NO_METERS
+        return self._global_metering
 
     # -- spans -----------------------------------------------------------------------------
     def start_exit(self, exit: Exit) -> Span:
