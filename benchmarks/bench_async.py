@@ -1,133 +1,144 @@
-"""Async benchmarks: overhead per exit, and 10,000 concurrent exits on one loop.
+"""Async benchmarks: overhead per exit, and many concurrent exits on one event loop.
 
-Run: ``python benchmarks/bench_async.py`` (writes benchmarks/results/async.json,
-prints a markdown table). Measurements only, no assertions.
+Run with ``python benchmarks/run.py --only exit_async`` (``async_concurrency``);
+this file alone runs both. Measurements only, no assertions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import statistics
 import sys
 import time
 import tracemalloc
-from decimal import Decimal
-from pathlib import Path
+from collections import Counter
 from typing import Any
 
-os.environ.setdefault("NIJA_GUARD_DISABLE_PLUGIN_AUTOLOAD", "1")
-
-import nija_guard
-from nija_guard.testing import AsyncPaperExchange
-from nija_guard.testing._venue import Market
-
-RESULTS = Path(__file__).parent / "results"
+from _common import SYSTEMS, aclose, ainterleaved_us, fmt_calls, paper, per_exit, wrap
 
 
-def _paper(symbols: int) -> AsyncPaperExchange:
-    markets = {
-        f"C{i}/USDT": Market(symbol=f"C{i}/USDT", price=Decimal(100), min_cost=Decimal(1))
-        for i in range(symbols)
-    }
-    return AsyncPaperExchange(markets=markets, balances={m.base: 10**9 for m in markets.values()})
-
-
-async def _median_us(make_call: Any, runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        await make_call()
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    return statistics.median(samples)
-
-
-async def overhead(runs: int = 2000) -> dict[str, float]:
-    raw = _paper(1)
-    await raw.load_markets()
-    guarded = nija_guard.guard(_paper(1), load_entrypoints=False)
-    await guarded.load_markets()
-    for client in (raw, guarded):
+async def _exit_async(quick: bool) -> dict[str, Any]:
+    runs = 300 if quick else 2000
+    clients = {s: wrap(s, paper(1, is_async=True)) for s in SYSTEMS}
+    exchanges = {s: c.__wrapped__ if s != "raw" else c for s, c in clients.items()}
+    for client in clients.values():
+        await client.load_markets()
         for _ in range(50):
             await client.create_market_sell_order("C0/USDT", 0.01)
-    raw_us = await _median_us(lambda: raw.create_market_sell_order("C0/USDT", 0.01), runs)
-    guarded_us = await _median_us(lambda: guarded.create_market_sell_order("C0/USDT", 0.01), runs)
-    await guarded.nija_guard.aclose()
+    before = {s: Counter(e.call_counts) for s, e in exchanges.items()}
+    calls = {
+        s: (lambda c=c: c.create_market_sell_order("C0/USDT", 0.01)) for s, c in clients.items()
+    }
+    balance_paper = paper(1, is_async=True)
+    calls["fetch_balance"] = balance_paper.fetch_balance
+    timings = await ainterleaved_us(calls, runs)
+    done = timings["raw"]["samples"]
+    broker = {s: per_exit(Counter(e.call_counts) - before[s], done) for s, e in exchanges.items()}
+    for system, client in clients.items():
+        await aclose(system, client)
+    med = {k: v["median"] for k, v in timings.items()}
+    balance_us = med["fetch_balance"]
+    data = {
+        "runs_per_system": done,
+        "timings_us": timings,
+        "broker_calls_per_exit": broker,
+        "paper_fetch_balance_us": balance_us,
+        "baseline_only_us": round(med["baseline"] - med["raw"] - balance_us, 1),
+        "guard_only_us": round(med["guard"] - med["raw"] - balance_us, 1),
+    }
+    conditions = (
+        f"asyncio, AsyncPaperExchange latency 0, 1 symbol, {done} sells per system awaited "
+        "one at a time (interleaved blocks, after 50 warm-up sells)"
+    )
     return {
-        "raw_exit_us": round(raw_us, 1),
-        "guarded_exit_us": round(guarded_us, 1),
-        "overhead_us": round(guarded_us - raw_us, 1),
-        "ratio": round(guarded_us / raw_us, 2),
+        "title": "Overhead per exit, async",
+        "rows": [
+            {
+                "measure": "market sell, async (median)",
+                "conditions": conditions,
+                "raw": f"{med['raw']:.1f} µs",
+                "baseline": f"{med['baseline']:.1f} µs",
+                "guard": f"{med['guard']:.1f} µs",
+                "note": "broker calls per exit: "
+                + "; ".join(f"{s} {fmt_calls(broker[s])}" for s in SYSTEMS),
+            },
+            {
+                "measure": "same, minus the raw sell and one paper fetch_balance",
+                "conditions": f"async paper fetch_balance median {balance_us:.1f} µs",
+                "raw": "0",
+                "baseline": f"{data['baseline_only_us']:.1f} µs",
+                "guard": f"{data['guard_only_us']:.1f} µs",
+                "note": "the wrapper's own work",
+            },
+        ],
+        "data": data,
     }
 
 
-async def concurrent(exits: int, guard_it: bool) -> dict[str, Any]:
-    paper = _paper(exits)
+def exit_async(quick: bool = False) -> dict[str, Any]:
+    """Row 2."""
+    return asyncio.run(_exit_async(quick))
+
+
+async def concurrent(system: str, exits: int) -> dict[str, Any]:
+    """``exits`` sells of distinct symbols gathered at once on one loop, 1 ms per broker call."""
+    exchange = paper(exits, is_async=True)
     # 1 ms per call, as on a fast network: with none, no task would ever wait
     # for another and "concurrent" would mean one after the other.
-    paper.latency = 0.001
-    client: Any = (
-        nija_guard.guard(paper, load_entrypoints=False, adopt=False) if guard_it else paper
-    )
+    exchange.latency = 0.001
+    client = wrap(system, exchange)
     await client.load_markets()
-    symbols = list(paper.venue.markets)
+    symbols = list(exchange.venue.markets)
     tracemalloc.start()
     start = time.perf_counter()
-    await asyncio.gather(*(client.create_market_sell_order(s, 1) for s in symbols))
+    results = await asyncio.gather(
+        *(client.create_market_sell_order(s, 1) for s in symbols), return_exceptions=True
+    )
     wall = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    calls = dict(paper.call_counts)
-    if guard_it:
-        await client.nija_guard.aclose()
+    failures = Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
+    calls = dict(exchange.call_counts)
+    await aclose(system, client)
     return {
         "exits": exits,
         "wall_s": round(wall, 3),
-        "peak_mib": round(peak / 2**20, 1),
+        "exits_per_s": round(exits / wall, 1),
+        "peak_traced_mib": round(peak / 2**20, 1),
         "broker_calls": calls,
+        "failures": dict(failures),
     }
 
 
-async def main_async() -> dict[str, Any]:
-    return {
-        "overhead_per_exit": await overhead(),
-        "concurrent_raw": await concurrent(10_000, False),
-        "concurrent_guarded": await concurrent(10_000, True),
-    }
-
-
-def main() -> int:
-    results = asyncio.run(main_async())
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "async.json").write_text(json.dumps(results, indent=2))
-    o, r, g = results["overhead_per_exit"], results["concurrent_raw"], results["concurrent_guarded"]
+async def _async_concurrency(quick: bool) -> dict[str, Any]:
+    exits = 500 if quick else 10_000
+    results = {s: await concurrent(s, exits) for s in SYSTEMS}
+    conditions = f"{exits:,} tasks on one loop, {exits:,} symbols, 1 ms per broker call"
+    guard_calls = per_exit(results["guard"]["broker_calls"], exits)
     rows = [
-        (
-            "async market sell, zero-latency paper (median)",
-            f"{o['raw_exit_us']} µs",
-            f"{o['guarded_exit_us']} µs",
-            f"x{o['ratio']}",
-        ),
-        (
-            "10,000 concurrent exits on one loop: wall time",
-            f"{r['wall_s']} s",
-            f"{g['wall_s']} s",
-            f"{g['broker_calls'].get('fetch_balance', 0)} fetch_balance calls for 10,000 exits",
-        ),
-        (
-            "10,000 concurrent exits: peak traced memory",
-            f"{r['peak_mib']} MiB",
-            f"{g['peak_mib']} MiB",
-            "",
-        ),
+        {
+            "measure": f"{exits:,} concurrent async exits: wall time",
+            "conditions": conditions,
+            **{s: f"{results[s]['wall_s']} s" for s in SYSTEMS},
+            "note": "baseline: one global asyncio.Lock, so exits run one at a time; guard "
+            f"calls per exit: {fmt_calls(guard_calls)}",
+        },
+        {
+            "measure": f"{exits:,} concurrent async exits: peak traced memory",
+            "conditions": conditions + ", tracemalloc",
+            **{s: f"{results[s]['peak_traced_mib']} MiB" for s in SYSTEMS},
+            "note": "failures: "
+            + "; ".join(f"{s} {fmt_calls(results[s]['failures']) or 'none'}" for s in SYSTEMS),
+        },
     ]
-    print("| measure | raw | guarded | note |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    return 0
+    return {"title": "Concurrent async exits", "rows": rows, "data": results}
+
+
+def async_concurrency(quick: bool = False) -> dict[str, Any]:
+    """Extra row: many concurrent async exits (the guard's task fan-out and memory)."""
+    return asyncio.run(_async_concurrency(quick))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import run
+
+    sys.exit(run.main(["--only", "exit_async,async_concurrency", *sys.argv[1:]]))

@@ -1,172 +1,247 @@
-"""Core benchmarks: guard overhead per exit, broker calls per exit in a burst, passthrough cost.
+"""Core benchmarks: overhead per exit, proxy passthrough, broker calls per exit in bursts.
 
-Run: ``python benchmarks/bench_core.py`` (writes benchmarks/results/core.json and
-prints a markdown table). Numbers are measurements, never assertions.
+Each compares the raw client, the seed-style baseline and nija-guard on the
+paper exchange. Run them with ``python benchmarks/run.py --only exit_sync``
+(``passthrough``, ``burst``); this file alone runs the three.
+Numbers are measurements, never assertions.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import statistics
 import sys
 import threading
-import time
+import timeit
 from collections import Counter
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NIJA_GUARD_DISABLE_PLUGIN_AUTOLOAD", "1")
+import ccxt
+import wrapt
+from _common import SYSTEMS, close, fmt_calls, interleaved_us, paper, per_exit, symbol_names, wrap
 
 import nija_guard
-from nija_guard.testing import PaperExchange
-from nija_guard.testing._venue import Market
 
-RESULTS = Path(__file__).parent / "results"
+GUARD_REFUSALS = (nija_guard.ExitInProgress, nija_guard.NothingToSell, nija_guard.DustPosition)
 
 
-def _paper(symbols: int = 1) -> PaperExchange:
-    markets = {
-        f"C{i}/USDT": Market(symbol=f"C{i}/USDT", price=Decimal(100), min_cost=Decimal(1))
-        for i in range(symbols)
-    }
-    return PaperExchange(markets=markets, balances={m.base: 10**9 for m in markets.values()})
-
-
-def _median_us(fn: Any, runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    return statistics.median(samples)
-
-
-def overhead_per_exit(runs: int = 3000) -> dict[str, float]:
-    raw = _paper()
-    raw.load_markets()
-    guarded_client = _paper()
-    guarded = nija_guard.guard(guarded_client, load_entrypoints=False)
-    guarded.load_markets()
-    for client in (raw, guarded):  # warm up (adoption, caches)
-        for _ in range(50):
+def exit_sync(quick: bool = False) -> dict[str, Any]:
+    """Row 1: one market sell at a time on a zero-latency paper exchange."""
+    runs = 300 if quick else 3000
+    clients = {s: wrap(s, paper(1)) for s in SYSTEMS}
+    exchanges = {s: c.__wrapped__ if s != "raw" else c for s, c in clients.items()}
+    for client in clients.values():
+        client.load_markets()
+        for _ in range(50):  # warm up: adoption, price cache, code paths
             client.create_market_sell_order("C0/USDT", 0.01)
-    raw_us = _median_us(lambda: raw.create_market_sell_order("C0/USDT", 0.01), runs)
-    guarded_us = _median_us(lambda: guarded.create_market_sell_order("C0/USDT", 0.01), runs)
-    balance_us = _median_us(guarded_client.fetch_balance, runs)
-    guarded.nija_guard.close()
+    before = {s: Counter(e.call_counts) for s, e in exchanges.items()}
+    calls = {
+        s: (lambda c=c: c.create_market_sell_order("C0/USDT", 0.01)) for s, c in clients.items()
+    }
+    balance_paper = paper(1)
+    calls["fetch_balance"] = balance_paper.fetch_balance
+    timings = interleaved_us(calls, runs)
+    blocks_runs = timings["raw"]["samples"]
+    broker = {
+        s: per_exit(Counter(e.call_counts) - before[s], blocks_runs) for s, e in exchanges.items()
+    }
+    for system, client in clients.items():
+        close(system, client)
+    med = {k: v["median"] for k, v in timings.items()}
+    balance_us = med["fetch_balance"]
+    data = {
+        "runs_per_system": blocks_runs,
+        "timings_us": timings,
+        "broker_calls_per_exit": broker,
+        "paper_fetch_balance_us": balance_us,
+        "baseline_only_us": round(med["baseline"] - med["raw"] - balance_us, 1),
+        "guard_only_us": round(med["guard"] - med["raw"] - balance_us, 1),
+    }
+    conditions = (
+        f"sync, PaperExchange latency 0, 1 symbol, {blocks_runs} sells per system "
+        "(interleaved blocks, after 50 warm-up sells)"
+    )
     return {
-        "raw_exit_us": round(raw_us, 1),
-        "guarded_exit_us": round(guarded_us, 1),
-        "overhead_us": round(guarded_us - raw_us, 1),
-        "ratio": round(guarded_us / raw_us, 2),
-        "of_which_paper_fetch_balance_us": round(balance_us, 1),
-        "guard_only_us": round(guarded_us - raw_us - balance_us, 1),
+        "title": "Overhead per exit, sync",
+        "rows": [
+            {
+                "measure": "market sell, sync (median)",
+                "conditions": conditions,
+                "raw": f"{med['raw']:.1f} µs",
+                "baseline": f"{med['baseline']:.1f} µs",
+                "guard": f"{med['guard']:.1f} µs",
+                "note": "broker calls per exit: "
+                + "; ".join(f"{s} {fmt_calls(broker[s])}" for s in SYSTEMS),
+            },
+            {
+                "measure": "same, minus the raw sell and one paper fetch_balance",
+                "conditions": f"paper fetch_balance median {balance_us:.1f} µs",
+                "raw": "0",
+                "baseline": f"{data['baseline_only_us']:.1f} µs",
+                "guard": f"{data['guard_only_us']:.1f} µs",
+                "note": "the wrapper's own work: lock, clamp, bookkeeping",
+            },
+        ],
+        "data": data,
     }
 
 
-def burst_calls(exits: int = 100) -> dict[str, Any]:
-    paper = _paper(exits)
-    paper.latency = 0.001  # a loopback-fast exchange, so exits overlap
-    ex = nija_guard.guard(paper, load_entrypoints=False, adopt=False)
-    ex.load_markets()
-    barrier = threading.Barrier(exits)
+def _lookup_ns(obj: Any, attr: str, number: int, repeat: int) -> float:
+    times = timeit.repeat(f"obj.{attr}", globals={"obj": obj}, number=number, repeat=repeat)
+    times.sort()
+    return times[len(times) // 2] / number * 1e9
+
+
+def passthrough(quick: bool = False) -> dict[str, Any]:
+    """Row 3: reading attributes and calling a non-order method through each proxy."""
+    number, repeat, runs = (50_000, 3, 2000) if quick else (200_000, 7, 20_000)
+    objects = {
+        "raw": paper(1),
+        "wrapt": wrapt.ObjectProxy(paper(1)),
+        "baseline": wrap("baseline", paper(1)),
+        "guard": wrap("guard", paper(1)),
+    }
+    for obj in objects.values():
+        obj.load_markets()
+    empty_ns = timeit.timeit("pass", number=number) / number * 1e9
+    lookups = {
+        attr: {
+            name: round(_lookup_ns(obj, attr, number, repeat), 1) for name, obj in objects.items()
+        }
+        for attr in ("fetch_ticker", "markets")
+    }
+    ticker = interleaved_us(
+        {name: (lambda o=obj: o.fetch_ticker("C0/USDT")) for name, obj in objects.items()}, runs
+    )
+    close("guard", objects["guard"])
+    tick = {k: v["median"] for k, v in ticker.items()}
+    method, data_attr = lookups["fetch_ticker"], lookups["markets"]
+    conditions = f"timeit, median of {repeat} x {number:,} lookups (incl. ~{empty_ns:.0f} ns loop)"
+    return {
+        "title": "Passthrough overhead",
+        "rows": [
+            {
+                "measure": "attribute lookup `exchange.fetch_ticker` (bound method)",
+                "conditions": conditions,
+                "raw": f"{method['raw']:.0f} ns",
+                "baseline": f"{method['baseline']:.0f} ns",
+                "guard": f"{method['guard']:.0f} ns",
+                "note": f"plain wrapt.ObjectProxy {method['wrapt']:.0f} ns; the guard installs "
+                "C-level property(attrgetter('__wrapped__.name')) passthroughs",
+            },
+            {
+                "measure": "attribute lookup `exchange.markets` (instance data)",
+                "conditions": conditions,
+                "raw": f"{data_attr['raw']:.0f} ns",
+                "baseline": f"{data_attr['baseline']:.0f} ns",
+                "guard": f"{data_attr['guard']:.0f} ns",
+                "note": f"plain wrapt.ObjectProxy {data_attr['wrapt']:.0f} ns",
+            },
+            {
+                "measure": "`fetch_ticker()` call through the proxy (median)",
+                "conditions": f"PaperExchange latency 0, {ticker['raw']['samples']} calls each",
+                "raw": f"{tick['raw']:.2f} µs",
+                "baseline": f"{tick['baseline']:.2f} µs",
+                "guard": f"{tick['guard']:.2f} µs",
+                "note": f"plain wrapt.ObjectProxy {tick['wrapt']:.2f} µs",
+            },
+        ],
+        "data": {
+            "lookup_ns": lookups,
+            "empty_statement_ns": round(empty_ns, 1),
+            "fetch_ticker_us": ticker,
+        },
+    }
+
+
+def burst_once(client: Any, symbols: list[str]) -> dict[str, int]:
+    """One sell per entry of ``symbols``, all released at once on their own threads."""
+    barrier = threading.Barrier(len(symbols))
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
 
     def sell(symbol: str) -> None:
         barrier.wait()
-        ex.create_market_sell_order(symbol, 1)
+        try:
+            client.create_market_sell_order(symbol, 1)
+            outcome = "sold"
+        except GUARD_REFUSALS as exc:
+            outcome = f"refused ({type(exc).__name__})"
+        except ccxt.BaseError as exc:
+            outcome = f"error ({type(exc).__name__})"
+        with lock:
+            outcomes[outcome] += 1
 
-    threads = [threading.Thread(target=sell, args=(s,)) for s in paper.venue.markets]
+    threads = [threading.Thread(target=sell, args=(s,)) for s in symbols]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    counts = Counter(paper.calls)
-    ex.nija_guard.close()
-    return {
-        "exits": exits,
-        "broker_calls": dict(counts),
-        "calls_per_exit": round(sum(counts.values()) / exits, 2),
-        "balance_calls": counts["fetch_balance"],
-    }
+    return dict(outcomes)
 
 
-def passthrough(runs: int = 20000) -> dict[str, float]:
-    raw = _paper()
-    raw.load_markets()
-    guarded = nija_guard.guard(_paper(), load_entrypoints=False)
-    guarded.load_markets()
-    raw_us = _median_us(lambda: raw.fetch_ticker("C0/USDT"), runs)
-    guarded_us = _median_us(lambda: guarded.fetch_ticker("C0/USDT"), runs)
-    n = 200_000
-    start = time.perf_counter()
-    for _ in range(n):
-        raw.fetch_ticker  # noqa: B018 - attribute lookup only
-    raw_lookup = (time.perf_counter() - start) / n * 1e9
-    start = time.perf_counter()
-    for _ in range(n):
-        guarded.fetch_ticker  # noqa: B018
-    guarded_lookup = (time.perf_counter() - start) / n * 1e9
-    guarded.nija_guard.close()
-    return {
-        "raw_fetch_ticker_us": round(raw_us, 2),
-        "guarded_fetch_ticker_us": round(guarded_us, 2),
-        "raw_attribute_lookup_ns": round(raw_lookup, 1),
-        "guarded_attribute_lookup_ns": round(guarded_lookup, 1),
-    }
+def burst_calls(
+    system: str, exits: int, symbols: int, latency: float, **guard_options: Any
+) -> list[dict[str, Any]]:
+    """Two bursts on one client (cold: first exits of each symbol; then warm): calls by method."""
+    exchange = paper(symbols, latency=latency)
+    client = wrap(system, exchange, **guard_options)
+    client.load_markets()
+    names = symbol_names(symbols)
+    targets = [names[i % symbols] for i in range(exits)]
+    bursts = []
+    for phase in ("cold", "warm"):
+        before = Counter(exchange.call_counts)
+        outcomes = burst_once(client, targets)
+        counts = Counter(exchange.call_counts) - before
+        bursts.append(
+            {
+                "phase": phase,
+                "outcomes": outcomes,
+                "broker_calls": dict(counts),
+                "calls_per_exit": round(sum(counts.values()) / exits, 2),
+            }
+        )
+    close(system, client)
+    return bursts
 
 
-def main() -> int:
-    results = {
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "overhead_per_exit": overhead_per_exit(),
-        "burst_100_exits_100_symbols": burst_calls(),
-        "passthrough": passthrough(),
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "core.json").write_text(json.dumps(results, indent=2))
-    o = results["overhead_per_exit"]
-    b = results["burst_100_exits_100_symbols"]
-    p = results["passthrough"]
-    rows = [
-        (
-            "market sell, zero-latency paper (median)",
-            f"{o['raw_exit_us']} µs",
-            f"{o['guarded_exit_us']} µs",
-            f"x{o['ratio']}; includes one paper fetch_balance "
-            f"({o['of_which_paper_fetch_balance_us']} µs); guard alone ≈ {o['guard_only_us']} µs",
-        ),
-        (
-            f"broker calls per exit, burst of {b['exits']} exits on {b['exits']} symbols",
-            "1",
-            str(b["calls_per_exit"]),
-            f"{b['balance_calls']} fetch_balance calls for {b['exits']} exits",
-        ),
-        (
-            "fetch_ticker through the proxy (median)",
-            f"{p['raw_fetch_ticker_us']} µs",
-            f"{p['guarded_fetch_ticker_us']} µs",
-            "",
-        ),
-        (
-            "attribute lookup",
-            f"{p['raw_attribute_lookup_ns']} ns",
-            f"{p['guarded_attribute_lookup_ns']} ns",
-            "wrapt passthrough",
-        ),
+def burst(quick: bool = False) -> dict[str, Any]:
+    """Row 4: broker calls per exit when many exits arrive at once (1 ms per broker call)."""
+    latency = 0.001
+    scenarios = [
+        ("100 exits on 100 symbols", 100, 100, {}),
+        ("100 exits on 10 symbols, on_conflict='wait'", 100, 10, {"on_conflict": "wait"}),
+        ("100 exits on 10 symbols, on_conflict='reject' (default)", 100, 10, {}),
     ]
-    print("| measure | raw | guarded | note |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    return 0
+    data: dict[str, Any] = {}
+    rows = []
+    for label, exits, symbols, options in scenarios:
+        results = {
+            s: burst_calls(s, exits, symbols, latency, **(options if s == "guard" else {}))
+            for s in SYSTEMS
+        }
+        data[label] = results
+        for index, phase in enumerate(("cold", "warm")):
+            cells = {}
+            for s in SYSTEMS:
+                r = results[s][index]
+                sold = r["outcomes"].get("sold", 0)
+                cells[s] = f"{r['calls_per_exit']:.2f} ({sold} sold)"
+            g = results["guard"][index]
+            refused = {k: v for k, v in g["outcomes"].items() if k != "sold"}
+            rows.append(
+                {
+                    "measure": f"broker calls per exit, {label}, {phase}",
+                    "conditions": f"{exits} threads released by a barrier, 1 ms per broker call"
+                    + (", first exit of each symbol" if phase == "cold" else ", second burst"),
+                    **cells,
+                    "note": f"guard: {fmt_calls(per_exit(g['broker_calls'], exits))}"
+                    + (f"; {fmt_calls(refused)}" if refused else ""),
+                }
+            )
+    return {"title": "Broker calls per exit under bursts", "rows": rows, "data": data}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import run
+
+    sys.exit(run.main(["--only", "exit_sync,passthrough,burst", *sys.argv[1:]]))

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -60,11 +60,16 @@ class LRU(Generic[K, V]):
         return None if item is None or now - item[0] > self.ttl else item[1]
 
     def put(self, key: K, value: V, now: float) -> None:
+        self.put_many(((key, value),), now)
+
+    def put_many(self, items: Iterable[tuple[K, V]], now: float) -> None:
         with self._lock:
-            self._data[key] = (now, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            data = self._data
+            for key, value in items:
+                data[key] = (now, value)
+                data.move_to_end(key)
+            while len(data) > self.size:
+                data.popitem(last=False)
 
     def pop(self, key: K) -> None:
         with self._lock:
@@ -283,6 +288,9 @@ class Book:
         self.not_placed: LRU[tuple[Any, ...], str | None] = LRU(1024, 300.0)
         self.dust: LRU[str, Decimal] = LRU(4096, 3600.0)
         self.prices: LRU[str, Decimal] = LRU(4096, 600.0)
+        # The last fetch_tickers reply whose prices were kept: a single flight hands
+        # one reply to every exit that waited on it, and it is read once, not by each.
+        self.prices_from: Any = None
         self.adopted: set[str] = set()
         # Assets with settled sells, by when to look at them again: an asset that is
         # never traded again still lets its settled sells go (100,000 symbols...).

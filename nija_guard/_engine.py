@@ -964,11 +964,19 @@ class Engine:
                 tickers = None
             if isinstance(tickers, Mapping):
                 now = self.clock()
-                for name, ticker in tickers.items():
-                    price = _ticker_price(ticker)
-                    if price is not None:
-                        self.book.prices.put(str(name), price, now)
+                if self.book.prices_from is not tickers:
+                    self.book.prices_from = tickers
+                    self.book.prices.put_many(
+                        (
+                            (str(name), price)
+                            for name, ticker in tickers.items()
+                            if (price := _ticker_price(ticker)) is not None
+                        ),
+                        now,
+                    )
                 known = self.book.prices.get(symbol, now)
+                if known is None:  # more symbols than the cache holds: read it here
+                    known = _ticker_price(tickers.get(symbol))
                 if known is not None:
                     return known
         try:

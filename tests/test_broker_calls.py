@@ -77,3 +77,33 @@ def test_dust_at_a_fresh_price_is_refused_once_without_an_order() -> None:
         assert "create_order" not in paper.calls
     finally:
         ex.nija_guard.close()
+
+
+def test_more_symbols_than_the_price_cache_holds_still_share_one_listing() -> None:
+    """5,000 symbols on one loop: the shared tickers reply is read once, and a symbol the
+    price cache had to forget is read from that reply, not fetched again."""
+    import asyncio
+
+    from nija_guard.testing import AsyncPaperExchange
+
+    async def main() -> Counter[str]:
+        markets = {
+            f"C{i}/USDT": Market(symbol=f"C{i}/USDT", price=Decimal(100), min_cost=Decimal(1))
+            for i in range(5000)
+        }
+        paper = AsyncPaperExchange(markets=markets, balances={m.base: 10 for m in markets.values()})
+        paper.latency = 0.001
+        ex: Any = nija_guard.guard(paper, **FAST, adopt=False)
+        await ex.load_markets()
+        assert ex.nija_guard.book.prices.size < len(markets)
+        paper.calls.clear()
+        replies = await asyncio.gather(*(ex.create_market_sell_order(s, 1) for s in markets))
+        calls = Counter(paper.calls)
+        await ex.nija_guard.aclose()
+        assert all(r["status"] == "closed" for r in replies)
+        return calls
+
+    calls = asyncio.run(main())
+    assert calls["create_order"] == 5000
+    assert calls["fetch_ticker"] == 0
+    assert calls["fetch_tickers"] == 1
