@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol
 
 import ccxt
 
@@ -287,7 +287,8 @@ class CcxtAdapter:
 
     def operation(self, client: Any, name: str) -> Callable[..., Any]:
         """The engine's operations are ccxt's unified methods: the client has them."""
-        return cast(Callable[..., Any], getattr(client, name))
+        method: Callable[..., Any] = getattr(client, name)
+        return method
 
     def native_reply(self, reply: Any) -> Any:
         return reply

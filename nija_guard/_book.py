@@ -254,7 +254,9 @@ class BalanceFlight:
     started_ms: int = 0
     after: BalanceFlight | None = None
     what: str = "balance"
-    done: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+    # Made only for a thread that waits (Book.event_of): most fetches have no joiner.
+    done: threading.Event | None = None
     result: Any = None
     error: BaseException | None = None
     callbacks: list[Callable[[], None]] = field(default_factory=list)
@@ -472,7 +474,9 @@ class Book:
             if flight.error is None and (slots[2] is None or flight.ticket > slots[2].ticket):
                 slots[2] = flight
             callbacks, flight.callbacks = flight.callbacks, []
-            flight.done.set()
+            flight.finished = True
+            if flight.done is not None:
+                flight.done.set()
         for callback in callbacks:
             callback()
 
@@ -482,10 +486,19 @@ class Book:
             for slots in self.flights.values():
                 slots[2] = None
 
+    def event_of(self, flight: BalanceFlight) -> threading.Event:
+        """An event set when ``flight`` is done, for a thread to wait on."""
+        with self.mutex:
+            if flight.done is None:
+                flight.done = threading.Event()
+                if flight.finished:
+                    flight.done.set()
+            return flight.done
+
     def balance_subscribe(self, flight: BalanceFlight, callback: Callable[[], None]) -> bool:
         """Call ``callback`` when ``flight`` is done; False if it is done already."""
         with self.mutex:
-            if flight.done.is_set():
+            if flight.finished:
                 return False
             flight.callbacks.append(callback)
             return True

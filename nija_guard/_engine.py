@@ -1825,7 +1825,8 @@ class Engine:
             span = self.telemetry.child(rec.span, name)
         else:
             span = self.telemetry.background(rec.span_context, name, rec.exit)
-        rec.stages.append(span)
+        if span.is_recording():  # a no-op span is never anyone's parent
+            rec.stages.append(span)
         return span
 
     def _end_stage(self, rec: ExitRecord, span: Any) -> None:

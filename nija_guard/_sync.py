@@ -114,7 +114,7 @@ class SyncDriver:
             if kind == "lead":
                 try:
                     if flight.after is not None:
-                        flight.after.done.wait()
+                        self.book.event_of(flight.after).wait()
                     self.book.balance_start(flight, int(time.time() * 1000))
                     self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
                     flight.result = self.engine.adapter.operation(
@@ -127,7 +127,7 @@ class SyncDriver:
                 finally:
                     self.book.balance_done(flight)
             elif kind == "join":
-                flight.done.wait()
+                self.book.event_of(flight).wait()
                 if flight.abandoned:
                     continue  # its leader was interrupted: plan again
             if flight.error is not None:
