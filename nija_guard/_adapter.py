@@ -154,6 +154,7 @@ class Adapter(Protocol):
     def bot_client_order_id(self, call: OrderCall) -> str | None: ...
     def sizes_close(self, call: OrderCall) -> bool: ...
     def lists_prices(self, client: Any) -> bool: ...
+    def lists_open_orders(self, client: Any) -> bool: ...
     def submission(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str, client: Any
     ) -> tuple[str, dict[str, Any]]: ...
@@ -617,6 +618,15 @@ class CcxtAdapter:
         """Whether one call lists every ticker (``fetch_tickers``), for a shared price fetch."""
         has = getattr(client, "has", None)
         return isinstance(has, Mapping) and bool(has.get("fetchTickers"))
+
+    def lists_open_orders(self, client: Any) -> bool:
+        """Whether ``fetch_open_orders()`` may list every symbol's open orders in one call.
+
+        Many venues can; some refuse without a symbol (ArgumentsRequired, or
+        binance's rate-limit warning): the engine then asks per symbol.
+        """
+        has = getattr(client, "has", None)
+        return isinstance(has, Mapping) and bool(has.get("fetchOpenOrders"))
 
     def batch_request(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str | None, client: Any

@@ -294,6 +294,8 @@ class Book:
         # one reply to every exit that waited on it, and it is read once, not by each.
         self.prices_from: Any = None
         self.adopted: set[str] = set()
+        # Whether fetch_open_orders() lists every symbol here: None until tried.
+        self.lists_open_orders: bool | None = None
         # Assets with settled sells, by when to look at them again: an asset that is
         # never traded again still lets its settled sells go (100,000 symbols...).
         self._sweep_queue: list[tuple[float, str]] = []  # a heap: the soonest first

@@ -485,6 +485,9 @@ class Broker(CcxtAdapter):
     def lists_prices(self, client: Any) -> bool:
         return False  # ``price=`` answers one symbol at a time
 
+    def lists_open_orders(self, client: Any) -> bool:
+        return False  # ``fetch_open_orders=`` is only promised to answer for one symbol
+
     def sizes_close(self, call: OrderCall) -> bool:
         spec = self.orders[call.entry.name]
         return spec.rewrite is not None or spec.amount is not None

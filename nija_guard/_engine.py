@@ -94,7 +94,16 @@ class FetchBalance:
 
 
 # What each kind of shared fetch calls.
-FETCHES = {"balance": "fetch_balance", "positions": "fetch_positions", "tickers": "fetch_tickers"}
+FETCHES = {
+    "balance": "fetch_balance",
+    "positions": "fetch_positions",
+    "tickers": "fetch_tickers",
+    "open_orders": "fetch_open_orders",
+}
+
+# An account-wide open-orders listing this long may be one page of more (okx
+# pages at 100): the exit then asks for its own symbol's open orders instead.
+LISTING_MAY_BE_A_PAGE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,9 +682,11 @@ class Engine:
                 return None
             self.book.adopted.add(symbol)
         try:
-            replies = yield Call(
-                "fetch_open_orders", (symbol,), purpose="adopt", span=self._span_of(rec)
-            )
+            replies = yield from self._open_orders_everywhere(rec)
+            if replies is None:
+                replies = yield Call(
+                    "fetch_open_orders", (symbol,), purpose="adopt", span=self._span_of(rec)
+                )
         except ccxt.NotSupported:
             return None
         except BaseException as error:
@@ -717,6 +728,33 @@ class Engine:
                 rec.lease, adopted.lease = None, rec.lease
                 holder = adopted
         return holder
+
+    def _open_orders_everywhere(self, rec: ExitRecord) -> Flow[list[Any] | None]:
+        """This symbol's open orders from one account-wide listing, or None: ask per symbol.
+
+        The listing is a single flight started after this exit's admission, like
+        the balance: the first exits of a burst on many symbols share one call.
+        Spot only (a derivatives listing may cover one market type); a venue that
+        refuses to list without a symbol is asked per symbol from then on.
+        """
+        if (
+            rec.market.contract
+            or self.book.lists_open_orders is False
+            or not self.adapter.lists_open_orders(self.client)
+        ):
+            return None
+        try:
+            listing, _ = yield FetchBalance(rec.ticket, what="open_orders")
+        except ccxt.NetworkError:
+            return None  # a passing fault: this exit asks for its symbol
+        except ccxt.BaseError:
+            self.book.lists_open_orders = False  # refused without a symbol: never again
+            return None
+        if not isinstance(listing, list) or len(listing) >= LISTING_MAY_BE_A_PAGE:
+            return None
+        self.book.lists_open_orders = True
+        symbol = rec.exit.symbol
+        return [o for o in listing if isinstance(o, Mapping) and o.get("symbol") == symbol]
 
     # =====================================================================================
     # 4 and 5. Balance refresh and clamp

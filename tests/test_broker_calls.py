@@ -7,6 +7,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+import ccxt
 import pytest
 from conftest import FAST
 
@@ -107,3 +108,130 @@ def test_more_symbols_than_the_price_cache_holds_still_share_one_listing() -> No
     assert calls["create_order"] == 5000
     assert calls["fetch_ticker"] == 0
     assert calls["fetch_tickers"] == 1
+
+
+def _outcomes_of_a_burst(ex: Any, symbols: list[str]) -> dict[str, str]:
+    """Every symbol sold at once from its own thread: symbol -> "sold" or the error's name."""
+    start = threading.Barrier(len(symbols))
+    outcomes: dict[str, str] = {}
+
+    def sell(symbol: str) -> None:
+        start.wait()
+        try:
+            ex.create_market_sell_order(symbol, 1)
+            outcomes[symbol] = "sold"
+        except Exception as error:  # recorded, asserted below
+            outcomes[symbol] = type(error).__name__
+
+    threads = [threading.Thread(target=sell, args=(s,)) for s in symbols]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return outcomes
+
+
+def _earlier_runs_exit(paper: PaperExchange, symbol: str, n: int) -> None:
+    """A take-profit an earlier run of the guard left resting (the guard's client id)."""
+    paper.venue.place(symbol, "sell", "limit", "5", "1000", client_order_id=f"njg{n:024x}")
+
+
+class _ListingWaitsForAdmissions(PaperExchange):
+    """The account-wide listing answers once every exit of the burst was admitted.
+
+    So the first listing ends after every admission: the exits admitted after it
+    started share the next one, and no third is ever needed, on any schedule.
+    (An exit holds its lock at least until its listing answers, so polling the
+    locked symbols sees every admission.)
+    """
+
+    admitted: Any = None
+
+    def fetch_open_orders(self, symbol: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        if symbol is None and self.admitted is not None:
+            done = threading.Event()
+            for _ in range(10_000):  # bounded: 10 s at most, never a hang
+                if self.admitted() or done.wait(0.001):
+                    break
+        return super().fetch_open_orders(symbol, *args, **kwargs)
+
+
+def test_first_exits_of_a_burst_share_one_open_orders_listing_and_still_adopt() -> None:
+    markets = {
+        f"C{i}/USDT": Market(symbol=f"C{i}/USDT", price=Decimal(100), min_cost=Decimal(1))
+        for i in range(20)
+    }
+    paper = _ListingWaitsForAdmissions(
+        markets=markets, balances={m.base: 10 for m in markets.values()}
+    )
+    _earlier_runs_exit(paper, "C3/USDT", 1)
+    paper.venue.place("C4/USDT", "sell", "limit", "5", "1000", client_order_id="the-bots-own")
+    ex: Any = nija_guard.guard(paper, **FAST)  # adopt=True: the default
+    seen: set[str] = set()  # every symbol whose exit has been admitted (and may be done)
+
+    def every_exit_admitted() -> bool:
+        seen.update(ex.nija_guard.locked_symbols())
+        return len(seen) == 20
+
+    paper.admitted = every_exit_admitted
+    try:
+        ex.load_markets()
+        paper.calls.clear()
+        outcomes = _outcomes_of_a_burst(ex, list(paper.venue.markets))
+        calls = Counter(paper.calls)
+    finally:
+        ex.nija_guard.close()
+    # The earlier run's exit on C3 was found and holds the lock: no second exit.
+    assert outcomes.pop("C3/USDT") == "ExitInProgress"
+    assert set(outcomes.values()) == {"sold"}  # C4's order is not ours: C4 sells
+    assert calls["create_order"] == 19
+    assert 1 <= calls["fetch_open_orders"] <= 2  # one listing for the burst, not one per symbol
+
+
+class _NeedsASymbol(PaperExchange):
+    """A venue that lists open orders only per symbol (as bybit, or binance by default)."""
+
+    def fetch_open_orders(self, symbol: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        if symbol is None:
+            self.calls.append("fetch_open_orders")
+            raise ccxt.ArgumentsRequired("fetchOpenOrders() requires a symbol argument")
+        return super().fetch_open_orders(symbol, *args, **kwargs)
+
+
+def test_a_venue_that_needs_a_symbol_is_asked_per_symbol_from_then_on() -> None:
+    markets = {
+        f"C{i}/USDT": Market(symbol=f"C{i}/USDT", price=Decimal(100), min_cost=Decimal(1))
+        for i in range(3)
+    }
+    paper = _NeedsASymbol(markets=markets, balances={m.base: 10 for m in markets.values()})
+    _earlier_runs_exit(paper, "C2/USDT", 2)
+    ex: Any = nija_guard.guard(paper, **FAST)
+    try:
+        ex.load_markets()
+        paper.calls.clear()
+        ex.create_market_sell_order("C0/USDT", 1)
+        ex.create_market_sell_order("C1/USDT", 1)
+        with pytest.raises(nija_guard.ExitInProgress):  # found per symbol, still adopted
+            ex.create_market_sell_order("C2/USDT", 1)
+        calls = Counter(paper.calls)
+    finally:
+        ex.nija_guard.close()
+    assert calls["fetch_open_orders"] == 1 + 3  # one refused listing, then one per symbol
+
+
+def test_a_long_listing_that_may_be_one_page_is_not_trusted() -> None:
+    paper = _paper(3)
+    for n in range(60):  # the bot's own resting orders: the listing may be a first page
+        paper.venue.place("C0/USDT", "sell", "limit", "0.1", "1000", client_order_id=f"b{n}")
+    paper.venue.deposit("C0", 10)
+    _earlier_runs_exit(paper, "C1/USDT", 3)
+    ex: Any = nija_guard.guard(paper, **FAST)
+    try:
+        ex.load_markets()
+        paper.calls.clear()
+        with pytest.raises(nija_guard.ExitInProgress):
+            ex.create_market_sell_order("C1/USDT", 1)
+        calls = Counter(paper.calls)
+    finally:
+        ex.nija_guard.close()
+    assert calls["fetch_open_orders"] == 2  # the listing, then this symbol's own

@@ -117,3 +117,19 @@ def test_bad_backend_from_the_shell_has_no_traceback() -> None:
     assert done.returncode == 2
     assert "unknown backend 'nope'" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """``nija-guard demo | head -1``: the pipe closes before the table is written."""
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-u", "-m", "nija_guard._cli", "demo", *SMALL],
+        stdout=subprocess.PIPE,  # unbuffered (-u): the header is out before the run starts
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `head -1`: the reader is gone before the table
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1)
+    assert first.startswith(b"nija-guard demo:")
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr

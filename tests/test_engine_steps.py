@@ -102,7 +102,7 @@ def test_an_exception_thrown_in_at_the_balance_step_releases_everything(make_gua
     paper = PaperExchange(balances={"BTC": 1, "USDT": 0})
     ex = make_guard(paper)
     flow = Stepper(ex, sell(ex, 0.5))
-    flow.run_until(lambda e: isinstance(e, FetchBalance))
+    flow.run_until(lambda e: isinstance(e, FetchBalance) and e.what == "balance")
     flow._advance(None, ccxt.RequestTimeout("balance timed out"))
     with pytest.raises(ccxt.RequestTimeout):
         flow.finish()  # the flow releases its lease on the way out
