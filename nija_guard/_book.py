@@ -223,6 +223,17 @@ class AssetSells:
     settled: deque[SettledSell] = field(
         default_factory=lambda: deque(maxlen=Book.SETTLED_KEEP_PER_ASSET)
     )
+    # A snapshot from this exchange time on shows every settled sell whole, so a
+    # fresh one skips them all at once. None: unknown (a sell without exchange
+    # time is kept). May run ahead of the sells still kept: that only costs a look.
+    quiet_by: int | None = -1
+
+    def add_settled(self, sell: SettledSell) -> None:
+        self.settled.append(sell)
+        if sell.quiet is None:
+            self.quiet_by = None
+        elif self.quiet_by is not None:
+            self.quiet_by = max(self.quiet_by, sell.quiet)
 
 
 @dataclass
@@ -527,7 +538,7 @@ class Book:
             if rec in sells.inflight:
                 sells.inflight.remove(rec)
             if rec.filled > 0 or (rec.final_ts is not None and rec.amount):
-                sells.settled.append(
+                sells.add_settled(
                     SettledSell(
                         rec.exchange_ts,
                         rec.local_ack_ms,
@@ -602,11 +613,22 @@ class Book:
                     total += rec.amount or ZERO
                 else:
                     total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms)
+            # Spot snapshots with an exchange time: settled sells it shows whole are skipped.
+            seen_by = snapshot_ms if not positional else None
+            if seen_by is not None and sells.quiet_by is not None and seen_by >= sells.quiet_by:
+                return total  # a fresh snapshot: it shows every settled sell whole
+            quiet_by: int | None = -1  # recomputed over the sells kept now
             for done in sells.settled:
-                if not positional and snapshot_ms is not None:
+                if seen_by is not None:
                     quiet = done.quiet
-                    if quiet is not None and snapshot_ms >= quiet:
-                        continue  # the snapshot shows it whole (most of them: checked cheaply)
+                    if quiet is None:
+                        quiet_by = None
+                        # fall through: no exchange time, compare by local time
+                    else:
+                        if quiet_by is not None:
+                            quiet_by = max(quiet_by, quiet)
+                        if seen_by >= quiet:
+                            continue  # the snapshot shows it whole
                 if positional:
                     # A position moves only on fills: its time is its last change.
                     if snapshot_ms is not None and done.last_fill_ts is not None:
@@ -616,6 +638,8 @@ class Book:
                     total += ZERO if seen else done.filled
                 else:
                     total += done.correction(snapshot_ms, snapshot_local_ms)
+            if seen_by is not None:
+                sells.quiet_by = quiet_by
             return total
 
     def sold_since(self, asset: str, submitted_ms: int, exclude: ExitRecord) -> Decimal:
