@@ -121,6 +121,12 @@ class OrderCall:
         return args
 
 
+# ccxt ids whose fetch_open_orders() without a symbol returns every open spot order of
+# the account, unpaged: kraken (spot only, one unpaged OpenOrders call) and the paper
+# exchange. Add a venue only with a test against its real client (tests/test_venues.py).
+LISTS_EVERY_SPOT_ORDER = frozenset({"kraken", "paper"})
+
+
 class Adapter(Protocol):
     """What the engine needs from a broker client API. See :class:`CcxtAdapter`.
 
@@ -620,13 +626,15 @@ class CcxtAdapter:
         return isinstance(has, Mapping) and bool(has.get("fetchTickers"))
 
     def lists_open_orders(self, client: Any) -> bool:
-        """Whether ``fetch_open_orders()`` may list every symbol's open orders in one call.
+        """Whether ``fetch_open_orders()`` lists every spot order of the account in one call.
 
-        Many venues can; some refuse without a symbol (ArgumentsRequired, or
-        binance's rate-limit warning): the engine then asks per symbol.
+        Only where that is known to hold: without a symbol, most ccxt exchanges
+        list one market type (``options['defaultType']``: bybit's is swap, so its
+        spot orders would be missing) and one page (bybit's is 20 orders). A
+        resting exit missing from the listing would let a second exit through,
+        so everywhere else the engine asks per symbol, as it always could.
         """
-        has = getattr(client, "has", None)
-        return isinstance(has, Mapping) and bool(has.get("fetchOpenOrders"))
+        return getattr(client, "id", None) in LISTS_EVERY_SPOT_ORDER
 
     def batch_request(
         self, call: OrderCall, amount: Decimal | None, client_order_id: str | None, client: Any

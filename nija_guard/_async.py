@@ -304,6 +304,7 @@ class AsyncTracker:
             except Exception as exc:
                 failures += 1
                 log.warning("watch_orders failed (%s); polling continues", type(exc).__name__)
+                engine.stream_lost()
                 await asyncio.sleep(min(30.0, engine.options.poll_interval * 2**failures))
                 continue
             try:

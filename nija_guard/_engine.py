@@ -734,8 +734,9 @@ class Engine:
 
         The listing is a single flight started after this exit's admission, like
         the balance: the first exits of a burst on many symbols share one call.
-        Spot only (a derivatives listing may cover one market type); a venue that
-        refuses to list without a symbol is asked per symbol from then on.
+        Only spot, and only where the adapter knows the listing holds every open
+        order (see ``CcxtAdapter.lists_open_orders``); a venue that refuses to
+        list without a symbol is asked per symbol from then on.
         """
         if (
             rec.market.contract
@@ -750,6 +751,8 @@ class Engine:
         except ccxt.BaseError:
             self.book.lists_open_orders = False  # refused without a symbol: never again
             return None
+        except Exception:
+            return None  # an unreadable listing: this exit asks for its symbol
         if not isinstance(listing, list) or len(listing) >= LISTING_MAY_BE_A_PAGE:
             return None
         self.book.lists_open_orders = True
@@ -1512,6 +1515,8 @@ class Engine:
                 continue
             if rec.exit.order_id:
                 seen.add(rec.exit.order_id)
+            if method == "watch_orders":
+                rec.streamed = True  # its later updates come pushed: polling is a safety net
             view = self._view_or_none(reply)
             if view is not None and view.status:
                 yield from self._apply(rec, view)
@@ -1546,13 +1551,23 @@ class Engine:
                 soonest = rec.next_poll
         return due, soonest
 
+    def stream_lost(self) -> None:
+        """The order stream failed: orders it reported are polled at the normal pace again."""
+        for rec in self.book.tracked_records():
+            if rec.owner is self and rec.streamed:
+                rec.streamed = False
+                self._schedule(rec, progressed=True)
+
     def _schedule(self, rec: ExitRecord, *, progressed: bool) -> None:
-        base = self.options.poll_interval
-        rec.poll_interval = (
-            base
-            if progressed or not rec.poll_interval
-            else min(rec.poll_interval * 1.6, self.options.poll_max_interval)
-        )
+        if rec.streamed:
+            # The stream reports this order: polling is a safety net, at the slowest pace.
+            rec.poll_interval = self.options.poll_max_interval
+        else:
+            rec.poll_interval = (
+                self.options.poll_interval
+                if progressed or not rec.poll_interval
+                else min(rec.poll_interval * 1.6, self.options.poll_max_interval)
+            )
         rec.next_poll = self.clock() + rec.poll_interval
         rec.owner = rec.owner or self
 

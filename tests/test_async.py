@@ -492,3 +492,29 @@ def test_one_guarded_client_shared_by_threads_with_their_own_loops() -> None:
     assert outcomes["sold"] == 10 and sum(outcomes.values()) == 4 * 30
     assert set(Counter(o.symbol for o in paper.sell_orders()).values()) == {1}
     no_leaks(ex)
+
+
+def test_an_order_the_stream_reports_is_polled_only_as_a_safety_net() -> None:
+    async def main() -> None:
+        paper = AsyncPaperExchange(balances={"BTC": 1}, stream=True)
+        # No poll is due within the test (20 s): whatever the guard learns, the stream said.
+        async with guarded(paper, poll_interval=20, poll_max_interval=30) as ex:
+            order = await ex.create_limit_sell_order("BTC/USDT", 0.5, 60_000)
+            engine = ex.nija_guard.driver.engine
+            (rec,) = ex.nija_guard.book.tracked_records()
+            assert not rec.streamed and rec.poll_interval == 20
+            await until(lambda: ex.nija_guard.driver.tracker._watch is not None)
+            await asyncio.sleep(0)  # the stream listens from here on
+            paper.venue.fill(order["id"], "0.1")  # a partial fill, pushed by the stream
+            await until(lambda: rec.filled == Decimal("0.1"))
+            assert rec.streamed
+            assert rec.poll_interval == 30  # the stream will say when it ends
+            assert rec.next_poll - engine.clock() > 25
+            engine.stream_lost()  # e.g. the websocket dropped
+            assert not rec.streamed and rec.poll_interval == 20
+            assert rec.next_poll - engine.clock() < 21
+            paper.set_price("BTC/USDT", 61_000)
+            await until(lambda: ex.nija_guard.locked_symbols() == [])
+            assert "fetch_order" not in paper.calls
+
+    run(main())

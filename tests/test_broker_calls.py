@@ -235,3 +235,23 @@ def test_a_long_listing_that_may_be_one_page_is_not_trusted() -> None:
     finally:
         ex.nija_guard.close()
     assert calls["fetch_open_orders"] == 2  # the listing, then this symbol's own
+
+
+@pytest.mark.parametrize(
+    ("venue", "lists"),
+    [
+        ("kraken", True),  # spot only, one unpaged OpenOrders call
+        ("bybit", False),  # defaultType swap: a spot order would be missing; pages of 20
+        ("binance", False),  # refuses without a symbol (rate-limit warning)
+        ("okx", False),
+        ("gate", False),
+        ("kucoin", False),
+        ("bitget", False),
+        ("htx", False),
+        ("coinbase", False),
+    ],
+)
+def test_only_venues_known_to_list_every_spot_order_are_asked_once(venue: str, lists: bool) -> None:
+    from nija_guard._adapter import CcxtAdapter
+
+    assert CcxtAdapter().lists_open_orders(getattr(ccxt, venue)()) is lists

@@ -244,3 +244,20 @@ def test_async_scenarios(venue: VenueCase, recorder: Recorder) -> None:
             no_leaks(ex)
 
     asyncio.run(main())
+
+
+def test_an_earlier_runs_resting_exit_holds_the_lock_after_a_restart(venue: VenueCase) -> None:
+    """Adoption on the real client: kraken from one account-wide listing, the others per
+    symbol (binance refuses to list without one; okx swaps are derivatives)."""
+    before = nija_guard.guard(venue.client(), **FAST, account="before-restart")
+    resting = before.create_limit_sell_order(venue.symbol, venue.size / 2, venue.high, venue.exit)
+    before.nija_guard.close()
+    after = nija_guard.guard(venue.client(), **FAST, account="after-restart")
+    try:
+        with pytest.raises(nija_guard.ExitInProgress):
+            after.create_market_sell_order(venue.symbol, venue.size / 2, venue.exit)
+        assert [r["order_id"] for r in after.nija_guard.status()["in_flight"]] == [resting["id"]]
+        assert len(venue.orders_sent()) == 1
+        assert after.nija_guard.book.lists_open_orders is (True if venue.name == "kraken" else None)
+    finally:
+        after.nija_guard.close()
