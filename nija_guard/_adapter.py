@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 import ccxt
 
 from ._model import ZERO, MarketInfo, OrderView, check_amount, to_decimal
+from ._options import ON_CONFLICT
 
 __all__ = ["Adapter", "CcxtAdapter", "EntryPoint", "OrderCall", "is_order_entry_name"]
 
@@ -193,6 +194,39 @@ def _check_params(value: Any, method: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise ccxt.BadRequest(f"{method}(): params must be a dict, got {type(value).__name__}")
+    return dict(value)
+
+
+def _guard_options(params: dict[str, Any], method: str) -> dict[str, Any]:
+    """``params["nija_guard"]`` taken out of the order's params, checked: a typo must not
+    quietly fall back to the guard's defaults."""
+    value = params.pop("nija_guard", None)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ccxt.BadRequest(f"{method}(): params['nija_guard'] must be a dict")
+    unknown = sorted(str(k) for k in value if k not in ("on_conflict", "wait_timeout"))
+    if unknown:
+        raise ccxt.BadRequest(
+            f"{method}(): params['nija_guard'] has unknown option(s) {unknown}; "
+            "known: 'on_conflict', 'wait_timeout'"
+        )
+    if "on_conflict" in value and value["on_conflict"] not in ON_CONFLICT:
+        raise ccxt.BadRequest(
+            f"{method}(): params['nija_guard']['on_conflict'] must be one of {ON_CONFLICT}, "
+            f"got {value['on_conflict']!r}"
+        )
+    if "wait_timeout" in value:
+        timeout = value["wait_timeout"]
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 <= timeout < float("inf")
+        ):
+            raise ccxt.BadRequest(
+                f"{method}(): params['nija_guard']['wait_timeout'] must be a number of "
+                f"seconds >= 0, got {timeout!r}"
+            )
     return dict(value)
 
 
@@ -404,7 +438,7 @@ class CcxtAdapter:
                     f"{entry.name}(): symbol must be a market symbol, got {symbol!r}"
                 )
             side = bound.get("side")
-            guard_options = params.pop("nija_guard", None) or {}
+            guard_options = _guard_options(params, entry.name)
             return [
                 OrderCall(
                     entry,
@@ -425,9 +459,7 @@ class CcxtAdapter:
     def _parse_order(self, entry: EntryPoint, bound: dict[str, Any]) -> OrderCall:
         method = entry.name
         params = _check_params(bound.get("params"), method)
-        guard_options = params.pop("nija_guard", None) or {}
-        if not isinstance(guard_options, Mapping):
-            raise ccxt.BadRequest(f"{method}(): params['nija_guard'] must be a dict")
+        guard_options = _guard_options(params, method)
         symbol = bound.get("symbol")
         if symbol is None and isinstance(bound.get("market"), Mapping):
             symbol = bound["market"].get("symbol")
@@ -457,8 +489,11 @@ class CcxtAdapter:
                 raise ccxt.InvalidOrder(f"{method}(): {exc}") from None
         price = _check_price(bound.get("price"), method)
         for key in self.TRIGGER_PARAMS:
+            # As an argument (create_stop_loss_order...) or in params: the same check.
             if key in bound:
                 _check_price(bound.get(key), method, key)
+            if key in params:
+                _check_price(params[key], method, f"params[{key!r}]")
         replaces = None
         if entry.kind == "edit":
             replaces = bound.get("id") or None

@@ -660,6 +660,7 @@ class Engine:
                 if holder.settled:
                     return False
                 if self.clock() >= deadline:
+                    yield from self._blocked(rec, holder, "replace_timeout")
                     raise ExitInProgress(
                         f"could not confirm the cancel of order {holder.order_id} on {rec.key}",
                         exit=rec.exit,

@@ -6,6 +6,7 @@ that guard await a final status, polling them at a bounded rate with backoff.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -159,12 +160,21 @@ class SyncDriver:
         try:
             if effect.span is not None:
                 with _inside(effect.span):
-                    return self.hooks.ask(effect.hook, dict(effect.kwargs))
-            return self.hooks.ask(effect.hook, dict(effect.kwargs))
+                    answer = self.hooks.ask(effect.hook, dict(effect.kwargs))
+            else:
+                answer = self.hooks.ask(effect.hook, dict(effect.kwargs))
         except Exception as exc:
             # A broken policy must not let exits through: fail closed.
             log.error("policy hook %s raised; the exit is vetoed", effect.hook, exc_info=exc)
             return f"policy hook {effect.hook} raised {type(exc).__name__}"
+        if inspect.isawaitable(answer):
+            # An async policy on a sync guard: its answer cannot be had. Fail closed, say why.
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+            log.error("policy hook %s is async; a sync guard cannot await it", effect.hook)
+            return f"policy hook {effect.hook} is async; a sync guard cannot await it"
+        return answer
 
     def _backend_effect(self, effect: Any) -> Any:
         result = backend_effect(self, effect)

@@ -44,7 +44,9 @@ def nija_guard_exit_blocked(exit: Exit, holder: Exit | None, reason: str) -> Non
 
     :param exit: the refused exit.
     :param holder: the exit that holds the lock, if it is known in this process.
-    :param reason: ``"in_progress"``, ``"wait_timeout"`` or ``"unknown_outcome"``.
+    :param reason: ``"in_progress"``, ``"wait_timeout"``, ``"unknown_outcome"``,
+        ``"lease_lost"`` (another process took the symbol's lease before the submit)
+        or ``"replace_timeout"`` (a replace could not confirm the cancel in time).
     May not raise.
     """
 
@@ -190,7 +192,8 @@ def nija_guard_guard_closed(account: str) -> None:
 def nija_guard_exit_veto(exit: Exit) -> str | None:
     """Policy: return a reason to refuse the exit (nothing is sent), or None.
 
-    Runs after the close lock is taken and before any broker call. The first
+    Runs after the close lock is taken, before the balance refresh and the order
+    (a symbol's first exit may already have looked up resting orders). The first
     non-None result wins and the exit raises :class:`nija_guard.ExitVetoed`.
     A hook that raises vetoes the exit (the guard fails closed).
     """

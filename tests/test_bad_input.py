@@ -153,3 +153,46 @@ def test_bad_per_call_option(ex: Any, paper: PaperExchange) -> None:
     with pytest.raises(ccxt.BadRequest, match="on_conflict"):
         ex.create_market_sell_order("BTC/USDT", 0.5, {"nija_guard": {"on_conflict": "yolo"}})
     assert_no_leaks(ex)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"on_confict": "wait"}, "unknown option"),  # a typo must not fall back to 'reject'
+        ({"wait_timeout": "abc"}, "wait_timeout"),
+        ({"wait_timeout": -1}, "wait_timeout"),
+        ({"wait_timeout": float("nan")}, "wait_timeout"),
+        ({"wait_timeout": True}, "wait_timeout"),
+        ("wait", "must be a dict"),
+    ],
+)
+def test_bad_per_call_options(ex: Any, paper: PaperExchange, options: Any, match: str) -> None:
+    with pytest.raises(ccxt.BadRequest, match=match):
+        ex.create_market_sell_order("BTC/USDT", 0.5, {"nija_guard": options})
+    assert paper.calls == []
+    assert_no_leaks(ex)
+
+
+@pytest.mark.parametrize("key", ["triggerPrice", "stopPrice", "stopLossPrice", "takeProfitPrice"])
+@pytest.mark.parametrize("value", [-1, 0, "abc", float("nan")])
+def test_bad_trigger_price_in_params(ex: Any, paper: PaperExchange, key: str, value: Any) -> None:
+    with pytest.raises(ccxt.InvalidOrder, match=key):
+        ex.create_order("BTC/USDT", "limit", "sell", 0.5, 50_000, {key: value})
+    assert paper.calls == []
+    assert_no_leaks(ex)
+
+
+def test_an_async_policy_hook_on_a_sync_guard_vetoes_with_a_reason(paper: PaperExchange) -> None:
+    class AsyncVeto:
+        @nija_guard.hookimpl
+        async def nija_guard_exit_veto(self, exit: nija_guard.Exit) -> str | None:
+            return None  # would allow: but a sync guard can never know
+
+    guarded: Any = nija_guard.guard(paper, plugins=[AsyncVeto()], load_entrypoints=False)
+    try:
+        with pytest.raises(nija_guard.ExitVetoed, match="is async; a sync guard cannot await"):
+            guarded.create_market_sell_order("BTC/USDT", 0.5)
+        assert "create_order" not in paper.calls
+        assert_no_leaks(guarded)
+    finally:
+        guarded.nija_guard.close()
