@@ -302,9 +302,10 @@ class AsyncTracker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
+                failures = min(failures + 1, 16)  # the backoff tops out at 30 s anyway
                 log.warning("watch_orders failed (%s); polling continues", type(exc).__name__)
                 engine.stream_lost()
+                self.wake()  # what the stream reported is due for a poll now
                 await asyncio.sleep(min(30.0, engine.options.poll_interval * 2**failures))
                 continue
             try:
@@ -325,6 +326,7 @@ class AsyncTracker:
     async def aclose(self) -> None:
         """Cancel the tracker and stream tasks and wait for them to end."""
         self._closed = True
+        self.driver.engine.stream_lost()  # other guards' orders it reported: theirs to poll
         tasks = [t for t in (self._task, self._watch) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
@@ -339,6 +341,7 @@ class AsyncTracker:
     def close(self, timeout: float = 5.0) -> None:
         """Sync close: stop tracking; tasks are cancelled on their loop."""
         self._closed = True
+        self.driver.engine.stream_lost()  # other guards' orders it reported: theirs to poll
         for task in (self._task, self._watch):
             if (
                 task is not None

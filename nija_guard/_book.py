@@ -129,7 +129,7 @@ class ExitRecord:
     lease_lost: bool = False  # its backend lease was lost once: it may not submit
     last_fill_ts: int | None = None  # exchange clock: the last fill seen
     position_side: str | None = None  # derivatives: the side of the position it closes
-    streamed: bool = False  # the account's order stream reports this order: poll it rarely
+    streamed_by: Any = None  # the engine whose order stream reports this order: poll rarely
 
     @property
     def holding(self) -> str:

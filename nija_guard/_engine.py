@@ -302,6 +302,13 @@ class Engine:
             return (yield from self._batch(entry, args, kwargs, calls, markets))
         call, market = calls[0], markets[0]
         if market.contract:
+            if call.amount is None and call.cost is not None:
+                refusal = ccxt.InvalidOrder(
+                    f"{entry.name}(): a {market.symbol} order sized in quote currency (cost) "
+                    "is not supported on derivatives; give the amount in contracts"
+                )
+                self._refused(entry, args, kwargs, refusal)
+                raise refusal
             return (yield from self._contract_call(entry, args, kwargs, call, market))
         if not self.adapter.is_exit(call, market):
             return (yield from self._passthrough(entry, args, kwargs, call, market))
@@ -462,6 +469,9 @@ class Engine:
         """6. Unknown outcome is not failure: reconcile before anything else happens."""
         if not self.adapter.outcome_is_unknown(error):
             # A definite refusal: nothing exists on the exchange.
+            if isinstance(error, ccxt.InvalidOrder):
+                # Maybe below a minimum at a price the guard kept: the next exit asks anew.
+                self.book.prices.pop(rec.exit.symbol)
             if self.book.claim_settlement(rec):
                 yield from self._settle(rec, None, Outcome.REJECTED)
             raise error
@@ -866,7 +876,8 @@ class Engine:
             # Only the cost says dust, at a price that may be minutes old: never refuse
             # an exit on a stale price. Ask for a fresh one first.
             fresh = yield from self._price(rec, fresh=True)
-            why = market.below_minimum(amount, fresh if fresh is not None else price)
+            # No fresh price to be had: the exchange, not a stale price, decides.
+            why = market.below_minimum(amount, fresh) if fresh is not None else None
         if why is not None:
             if requested is not None and requested < limit:
                 # The request itself is too small: not dust, a bad order.
@@ -999,11 +1010,13 @@ class Engine:
         known = None if fresh else self.book.prices.get(symbol, self.clock())
         if known is not None:
             return known
-        if not fresh and self.adapter.lists_prices(self.client):
+        # Every ticker in one call pays off when several exits want prices at once; one
+        # exit asks for its own (binance weighs the listing 40 times one ticker).
+        if not fresh and len(self.book.symbols) > 1 and self.adapter.lists_prices(self.client):
             try:
                 tickers, _ = yield FetchBalance(rec.ticket, what="tickers")
-            except ccxt.BaseError:
-                tickers = None
+            except Exception:
+                tickers = None  # a listing that fails, or that ccxt cannot parse: ask for ours
             if isinstance(tickers, Mapping):
                 now = self.clock()
                 if self.book.prices_from is not tickers:
@@ -1517,7 +1530,7 @@ class Engine:
             if rec.exit.order_id:
                 seen.add(rec.exit.order_id)
             if method == "watch_orders":
-                rec.streamed = True  # its later updates come pushed: polling is a safety net
+                rec.streamed_by = self  # its later updates come pushed: polling is a safety net
             view = self._view_or_none(reply)
             if view is not None and view.status:
                 yield from self._apply(rec, view)
@@ -1553,14 +1566,20 @@ class Engine:
         return due, soonest
 
     def stream_lost(self) -> None:
-        """The order stream failed: orders it reported are polled at the normal pace again."""
+        """This guard's order stream failed or closed: the orders it reported (ours or
+        another guard's of the account) are polled at the normal pace again."""
+        owners = []
         for rec in self.book.tracked_records():
-            if rec.owner is self and rec.streamed:
-                rec.streamed = False
+            if rec.streamed_by is self:
+                rec.streamed_by = None
                 self._schedule(rec, progressed=True)
+                if rec.owner not in owners:
+                    owners.append(rec.owner)
+        for owner in owners:
+            owner.wake()  # their trackers may sleep until a poll now moved earlier
 
     def _schedule(self, rec: ExitRecord, *, progressed: bool) -> None:
-        if rec.streamed:
+        if rec.streamed_by is not None:
             # The stream reports this order: polling is a safety net, at the slowest pace.
             rec.poll_interval = self.options.poll_max_interval
         else:

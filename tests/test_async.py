@@ -502,19 +502,43 @@ def test_an_order_the_stream_reports_is_polled_only_as_a_safety_net() -> None:
             order = await ex.create_limit_sell_order("BTC/USDT", 0.5, 60_000)
             engine = ex.nija_guard.driver.engine
             (rec,) = ex.nija_guard.book.tracked_records()
-            assert not rec.streamed and rec.poll_interval == 20
+            assert rec.streamed_by is None and rec.poll_interval == 20
             await until(lambda: ex.nija_guard.driver.tracker._watch is not None)
             await asyncio.sleep(0)  # the stream listens from here on
             paper.venue.fill(order["id"], "0.1")  # a partial fill, pushed by the stream
             await until(lambda: rec.filled == Decimal("0.1"))
-            assert rec.streamed
+            assert rec.streamed_by is engine
             assert rec.poll_interval == 30  # the stream will say when it ends
             assert rec.next_poll - engine.clock() > 25
             engine.stream_lost()  # e.g. the websocket dropped
-            assert not rec.streamed and rec.poll_interval == 20
+            assert rec.streamed_by is None and rec.poll_interval == 20
             assert rec.next_poll - engine.clock() < 21
             paper.set_price("BTC/USDT", 61_000)
             await until(lambda: ex.nija_guard.locked_symbols() == [])
             assert "fetch_order" not in paper.calls
+
+    run(main())
+
+
+def test_a_guard_closing_its_stream_hands_the_orders_it_reported_back_to_polling() -> None:
+    async def main() -> None:
+        a_raw = AsyncPaperExchange(balances={"BTC": 1, "ETH": 1})  # async_support: no stream
+        b_raw = AsyncPaperExchange(venue=a_raw.venue, stream=True)  # ccxt.pro, same account
+        options: dict[str, Any] = {"poll_interval": 20, "poll_max_interval": 30, "adopt": False}
+        a: Any = nija_guard.guard(a_raw, **options, account="one-account")
+        b: Any = nija_guard.guard(b_raw, **options, account="one-account")
+        await a.load_markets()
+        await b.load_markets()
+        order = await a.create_limit_sell_order("BTC/USDT", 0.5, 60_000)
+        await b.create_limit_sell_order("ETH/USDT", 0.5, 60_000)  # B's stream starts
+        await until(lambda: b.nija_guard.driver.tracker._watch is not None)
+        await asyncio.sleep(0)
+        (rec,) = [r for r in a.nija_guard.book.tracked_records() if r.exit.symbol == "BTC/USDT"]
+        a_raw.venue.fill(order["id"], "0.1")  # B's account-wide stream reports A's order
+        await until(lambda: rec.streamed_by is not None)
+        assert rec.poll_interval == 30
+        await b.nija_guard.aclose()  # B's stream is gone: A's order is A's to poll again
+        assert rec.streamed_by is None and rec.poll_interval == 20
+        await a.nija_guard.aclose()
 
     run(main())

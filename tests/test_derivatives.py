@@ -213,3 +213,13 @@ def test_close_all_positions_is_refused_while_an_exit_rests(okx: Okx, recorder: 
         assert ex.nija_guard.locked_symbols() == []
     finally:
         ex.nija_guard.close()
+
+
+def test_an_order_sized_in_quote_currency_is_refused_on_derivatives(okx: Okx, ex: Any) -> None:
+    """A cost is in quote currency; a swap order is in contracts: converting needs the
+    contract size, and reduceOnly would only cap it at the whole position. Refused."""
+    with pytest.raises(ccxt.InvalidOrder, match="in contracts"):
+        ex.create_market_sell_order_with_cost(SYMBOL, 100, {"reduceOnly": True})
+    assert okx.orders_sent() == []
+    assert position(okx) == ("long", 10.0)
+    assert ex.nija_guard.locked_symbols() == []
