@@ -50,6 +50,7 @@ from ._model import (
     OrderView,
     Outcome,
     Phase,
+    new_exit,
     outcome_of,
     redact,
     to_decimal,
@@ -1838,7 +1839,7 @@ class Engine:
         return rec
 
     def _exit_value(self, call: OrderCall) -> Exit:
-        return Exit(
+        return new_exit(
             exit_id=secrets.token_hex(8),
             account=self.account,
             symbol=call.symbol,

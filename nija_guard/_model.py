@@ -9,10 +9,10 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Exit", "MarketInfo", "OrderView", "Outcome", "Phase"]
 
@@ -116,6 +116,23 @@ class Exit:
 
 
 _EXIT_FIELDS = frozenset(f.name for f in fields(Exit))
+_EXIT_DEFAULTS = {
+    f.name: f.default if f.default_factory is MISSING else f.default_factory()
+    for f in fields(Exit)
+    if f.default is not MISSING or f.default_factory is not MISSING
+}
+
+
+def new_exit(**values: Any) -> Exit:
+    """``Exit(**values)`` for the engine's hot path: a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__``; this fills ``__dict__`` at once."""
+    missing = _EXIT_FIELDS - _EXIT_DEFAULTS.keys() - values.keys()
+    if missing or not values.keys() <= _EXIT_FIELDS:
+        return Exit(**values)  # let the dataclass say what is wrong
+    new = object.__new__(Exit)
+    new.__dict__.update(_EXIT_DEFAULTS)
+    new.__dict__.update(values)
+    return new
 
 
 @dataclass(frozen=True)
@@ -154,9 +171,12 @@ class MarketInfo:
         return None
 
 
-@dataclass(frozen=True)
-class OrderView:
-    """The fields of a ccxt order the guard acts on, as Decimals."""
+class OrderView(NamedTuple):
+    """The fields of a ccxt order the guard acts on, as Decimals.
+
+    A named tuple, not a frozen dataclass: one is made for every order reply, and
+    a tuple is built in a third of the time.
+    """
 
     id: str | None
     client_order_id: str | None
