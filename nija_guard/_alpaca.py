@@ -122,11 +122,14 @@ def _category(error: BaseException) -> str | None:
         if "client_order_id must be unique" in text:
             return "duplicate"
         if status == 429:
-            return "rate_limited"
+            # alpaca-py retries a 504 (and a 429) by itself: a 429 at the end may follow
+            # a 504 whose order executed. Not a refusal: reconciled by client id.
+            return "unknown"
         if status == 404:
             return "not_found"
         if "insufficient" in text:
-            return "insufficient_funds"
+            # Likewise a retried submit finds the coins its first try already sold.
+            return "unknown"
         return "rejected" if 400 <= status < 500 else "unknown"
     try:
         import requests

@@ -122,6 +122,8 @@ class ExitRecord:
     replaced: ExitRecord | None = None  # the exit an edit took the lock from
     call: Any = None  # the parsed OrderCall
     unknown_notified: bool = False
+    cid_sent: bool = True  # the broker's order carries client_order_id (findable by it)
+    unanswered: int = 0  # lookups of the last reconcile round that failed without an answer
     caller_waiting: bool = False  # the bot's call is still running: it will get the answer
     caller_informed: bool = False  # the bot's call returned this order
     final_ts: int | None = None  # when the exchange made the order final (its clock)

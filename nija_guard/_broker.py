@@ -99,7 +99,8 @@ _AMOUNT_KEYS = ("amount", "qty", "quantity", "size")
 _AVERAGE_KEYS = ("average", "filled_avg_price", "avg_price", "average_price", "avgPrice")
 _TIME_KEYS = ("timestamp", "submitted_at", "created_at", "time", "created")
 _SYMBOL_KEYS = ("symbol", "asset", "currency", "instrument", "ticker")
-_TOTAL_KEYS = ("total", "quantity", "qty", "amount", "size", "position", "balance")
+# A quantity first: in a position, "total" may well be its money value.
+_TOTAL_KEYS = ("quantity", "qty", "total", "amount", "size", "position", "balance")
 _FREE_KEYS = ("free", "available", "qty_available", "quantity_available")
 
 
@@ -463,7 +464,7 @@ class Broker(CcxtAdapter):
         self, call: OrderCall, amount: Decimal | None, client_order_id: str, client: Any
     ) -> tuple[str, dict[str, Any]]:
         spec = self.orders[call.entry.name]
-        takes_id = spec.client_order_id is not None or spec.read is not None
+        takes_id = self.sends_client_order_id(call)
         if call.cost is not None and call.amount is None:
             send = amount  # sized in quote currency by the bot, sent as the clamped amount
         elif call.entry.kind == "close_position":
@@ -484,6 +485,10 @@ class Broker(CcxtAdapter):
 
     def lists_prices(self, client: Any) -> bool:
         return False  # ``price=`` answers one symbol at a time
+
+    def sends_client_order_id(self, call: OrderCall) -> bool:
+        spec = self.orders[call.entry.name]
+        return spec.client_order_id is not None or spec.read is not None
 
     def lists_open_orders(self, client: Any) -> bool:
         return False  # ``fetch_open_orders=`` is only promised to answer for one symbol
@@ -843,7 +848,8 @@ def _holdings_items(reply: Any) -> Iterable[tuple[str, tuple[Decimal, Decimal]]]
 
 
 def _quantities(value: Any, what: str) -> tuple[Decimal, Decimal]:
-    """(free, total) of one holding; a short (negative) holding is nothing to sell."""
+    """(free, total) of one holding; a short holding (negative, or marked short) is
+    nothing to sell."""
     if isinstance(value, tuple) and len(value) == 2:
         free, total = to_decimal(value[0]), to_decimal(value[1])
     elif isinstance(value, (int, float, str, Decimal)):
@@ -853,6 +859,9 @@ def _quantities(value: Any, what: str) -> tuple[Decimal, Decimal]:
         total = to_decimal(_plain(_first(get, _TOTAL_KEYS)))
         free_value = _first(get, _FREE_KEYS)
         free = total if free_value is None else to_decimal(_plain(free_value))
+        side = _plain(_first(get, ("side", "position_side", "positionSide")))
+        if isinstance(side, str) and side.strip().lower() in ("short", "sell"):
+            return ZERO, ZERO
     if free is None or total is None:
         raise ValueError(f"{what}: no quantity in {value!r}")
     return max(free, ZERO), max(total, ZERO)

@@ -231,6 +231,27 @@ def _add_note(error: BaseException, note: str) -> None:
     notes.append(note)
 
 
+# A bot's own client id keys: part of an intent on their own (bot_client_order_id).
+_CLIENT_ID_PARAMS = frozenset(
+    {"clientOrderId", "newClientOrderId", "clOrdId", "orderLinkId", "cl_ord_id", "text"}
+)
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    """The order's params as part of its identity (values by repr: any type will do)."""
+    return repr(sorted((str(k), repr(v)) for k, v in params.items() if k not in _CLIENT_ID_PARAMS))
+
+
+def _unanswered(error: BaseException) -> bool:
+    """A lookup that failed without saying whether the order exists (a timeout, a 5xx, a
+    rate limit, a reply we cannot read); "not found" and "not supported" are answers."""
+    return (
+        isinstance(error, (ccxt.NetworkError, ccxt.BadResponse))
+        or type(error) is ccxt.ExchangeError
+        or not isinstance(error, ccxt.BaseError)
+    )
+
+
 def _is_cancellation(error: BaseException) -> bool:
     # CancelledError, KeyboardInterrupt, GeneratorExit: no further I/O may be done.
     return not isinstance(error, Exception)
@@ -396,6 +417,7 @@ class Engine:
                 or self.adapter.new_client_order_id(self.client)
             )
             rec.amount = amount
+            rec.cid_sent = self.adapter.sends_client_order_id(call)
             rec.exit = rec.exit.evolve(client_order_id=cid, amount=to_float(amount))
             self._reserve(rec)
             yield from self._journal(rec, "intent")
@@ -1062,6 +1084,7 @@ class Engine:
         """Account for an order report; settle when it is final. The one place state moves."""
         if rec.settled:
             return
+        view = yield from self._with_fills(rec, view)
         delta = self._account_fill(rec, view)
         if delta > 0:
             yield from self._notify(
@@ -1082,6 +1105,7 @@ class Engine:
 
     def _settle_for(self, holder: ExitRecord, view: OrderView, successor: ExitRecord) -> Flow[bool]:
         """Settle ``holder`` and hand its lock straight to ``successor`` (replace)."""
+        view = yield from self._with_fills(holder, view)
         delta = self._account_fill(holder, view)
         if delta > 0:
             yield from self._notify(
@@ -1218,6 +1242,14 @@ class Engine:
             if left <= 0 or rec.market.below_minimum(rec.market.floor_amount(left), None):
                 self.book.ledger_add(rec.market.base, -left)
 
+    def _with_fills(self, rec: ExitRecord, view: OrderView) -> Flow[OrderView]:
+        """A final report that leaves out what filled (htx's cancel reply is the ack plus
+        ``status: canceled``) is asked about once: settling on the fills seen last would
+        give back what sold since."""
+        if view.is_final and view.filled is None and view.remaining is None and view.id:
+            return (yield from self._confirm(rec, view))
+        return view
+
     def _account_fill(self, rec: ExitRecord, view: OrderView) -> Decimal:
         """Book new fills of ``rec``'s order; returns the newly filled amount."""
         with self.book.mutex:
@@ -1285,7 +1317,8 @@ class Engine:
                 if view is not None:
                     yield from self._resolved(rec, view)
                     return "found", view
-                rec.polls += 1
+                if rec.unanswered == 0:
+                    rec.polls += 1  # a failed lookup is no evidence of absence
                 old_enough = (
                     rec.submitted_mono is None
                     or self.clock() - rec.submitted_mono >= self.options.absent_after
@@ -1318,7 +1351,9 @@ class Engine:
         for method, args in self.adapter.lookup_by_client_id(rec.exit.symbol, cid, self.client):
             try:
                 reply = yield Call(method, args, purpose=purpose, span=self._span_of(rec))
-            except ccxt.BaseError:
+            except ccxt.BaseError as error:
+                if _unanswered(error):
+                    rec.unanswered += 1
                 continue  # not found, or not a lookup this venue supports: the next one
             for item in reply if isinstance(reply, list) else [reply]:
                 view = self._view_or_none(item)
@@ -1334,6 +1369,7 @@ class Engine:
     def _find(self, rec: ExitRecord) -> Flow[OrderView | None]:
         """Exchange evidence of ``rec``'s order: by client id, open orders, recent trades."""
         cid, symbol = rec.client_order_id, rec.exit.symbol
+        rec.unanswered = 0
         if not cid:
             return None
         found = yield from self._lookup(rec, "reconcile")
@@ -1348,8 +1384,9 @@ class Engine:
                 view = self._view_or_none(reply)
                 if view is not None and view.client_order_id == cid:
                     return view
-        except ccxt.BaseError:
-            pass
+        except ccxt.BaseError as error:
+            if _unanswered(error):
+                rec.unanswered += 1
         try:
             since = (rec.submitted_ms or _now_ms()) - 60_000
             trades = (
@@ -1399,17 +1436,27 @@ class Engine:
         free: Decimal | None = None
         try:
             if rec.market.contract:
-                positions, _ = yield FetchBalance(self.book.next_ticket(), what="positions")
+                positions, started_ms = yield FetchBalance(
+                    self.book.next_ticket(), what="positions"
+                )
                 side, total, stamp = self.adapter.position(positions, rec.exit.symbol)
                 if side != rec.position_side:
                     total = ZERO
             else:
-                balance, _ = yield FetchBalance(self.book.next_ticket())
+                balance, started_ms = yield FetchBalance(self.book.next_ticket())
                 free, total, stamp = self.adapter.holdings(balance, rec.market.base)
         except ccxt.BaseError:
             return True  # no evidence either way: stay unknown
         if stamp is not None and stamp < (rec.submitted_ms or 0):
             return True  # a lagging snapshot from before the submit proves nothing
+        if (
+            stamp is None
+            and not rec.market.contract
+            and started_ms < (rec.submitted_ms or 0) + self.options.absent_after * 1000
+        ):
+            # No exchange time on it: only a fetch begun absent_after past the submit
+            # is taken to show what the submit did (the balance may trail execution).
+            return True
 
         since = rec.submitted_ms or 0
         tolerance = (rec.market.amount_step or Decimal("1e-12")) / 2
@@ -1824,6 +1871,8 @@ class Engine:
         rec.call = call
         rec.replaces = call.replaces
         rec.owner = self
+        # What makes a call "the same call again" (a retry after an unknown outcome):
+        # a stop-loss and a market sell of one amount are different calls.
         rec.intent = (
             call.symbol,
             call.side,
@@ -1832,6 +1881,9 @@ class Engine:
             str(call.price),
             str(call.cost),
             self.adapter.bot_client_order_id(call),
+            call.entry.name,
+            call.replaces,
+            _params_key(call.params) if call.params else "",
         )
         rec.span = self.telemetry.start_exit(exit_value)
         rec.span_context = rec.span.get_span_context()
@@ -2030,8 +2082,15 @@ class Engine:
             finally:
                 self._end_stage(rec, span)
             if view is None:
-                if entry.state == "submitted":
-                    # The exchange acknowledged it once: no trace now means we cannot look.
+                cid = entry.client_order_id
+                unprovable = (
+                    entry.state == "submitted"  # acknowledged once: no trace means we cannot look
+                    or orphan.unanswered > 0  # a lookup failed: no evidence of absence
+                    or not cid  # nothing to look for
+                    or not self.adapter.lookup_by_client_id(entry.symbol, cid, self.client)
+                )
+                if unprovable:
+                    self.book.drop_sell(orphan)  # not this process's sell to count
                     raise OutcomeUnknown(
                         f"exit {entry.exit_id} of a process that stopped is not found on the "
                         f"exchange yet; {rec.key} stays locked",
@@ -2172,7 +2231,8 @@ class Engine:
                 account=self.account,
                 symbol=rec.exit.symbol,
                 exit_id=rec.exit.exit_id,
-                client_order_id=rec.client_order_id,
+                # Only an id the order carries: recovery must never look for one it lacks.
+                client_order_id=rec.client_order_id if rec.cid_sent else None,
                 state=state,
                 side=rec.exit.side,
                 amount=str(rec.amount) if rec.amount is not None else None,

@@ -190,3 +190,23 @@ def test_wrong_keys_surface_as_alpacas_own_error(fake: FakeAlpaca) -> None:
         assert fake.orders_sent() == []
     finally:
         ex.nija_guard.close()
+
+
+def test_a_504_that_executed_then_429s_is_not_a_refusal() -> None:
+    """alpaca-py retries a 504 by itself; when its retries are rate limited, the 429 it
+    raises at the end follows an order that executed. Reading it as a refusal would let
+    the bot's retry sell again."""
+    with FakeAlpaca(positions={"AAPL": 10}, api_key=f"k-{uuid.uuid4().hex}") as fake:
+        ex: Any = nija_guard.guard(fake.client(), **FAST)
+        try:
+            fake.inject("POST", ORDERS, "error_after", status=504)  # executed, reply lost
+            fake.inject("POST", ORDERS, "error_before", status=429, times=3)
+            request = MarketOrderRequest(
+                symbol="AAPL", qty=5, side=OrderSide.SELL, time_in_force=TimeInForce.DAY
+            )
+            order = ex.submit_order(request)  # reconciled by client id: the real order
+            assert float(order.qty) == 5
+            wait_until(lambda: ex.nija_guard.locked_symbols() == [])
+            assert fake.holdings("AAPL") == 5  # the bot knows it sold: it will not retry
+        finally:
+            ex.nija_guard.close()
