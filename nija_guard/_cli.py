@@ -71,12 +71,29 @@ def _main(argv: Sequence[str] | None) -> int:
     reconcile.add_argument("--account", help="the account alias the bots use (guard(account=...))")
     reconcile.add_argument("--symbol", help="only this symbol")
     reconcile.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    resolve = commands.add_parser(
+        "resolve",
+        help="settle a journaled exit whose outcome the guard cannot learn, as you found it",
+    )
+    resolve.add_argument("--backend", required=True, help="the backend the bots use")
+    resolve.add_argument("--exit-id", required=True, help="the exit, as `status` lists it")
+    resolve.add_argument(
+        "--as",
+        dest="outcome",
+        required=True,
+        choices=("not_placed", "filled", "canceled"),
+        help="what the broker shows: no such order, or a final one",
+    )
+    resolve.add_argument("--account", help="only look in this account")
     args = parser.parse_args(argv)
 
     if args.command == "status":
         return _status(args)
     if args.command == "reconcile":
         return _reconcile(args)
+    if args.command == "resolve":
+        return _resolve(args)
 
     if args.command == "demo":
         return _demo(demo, args)
@@ -236,6 +253,27 @@ def _reconcile(args: argparse.Namespace) -> int:
         for item in report:
             print(f"{item['symbol']:<12} exit {item['exit_id']}: {item['result']}")
     return 0
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    """The journal row of a stopped process's exit, settled by an operator (no exchange
+    call: a running bot's own UNKNOWN exits are resolved with ``Guard.resolve``)."""
+    backend = _open(args.backend)
+    try:
+        accounts = [args.account] if args.account else backend.accounts()
+        for account in accounts:
+            for entry in backend.in_flight(account):
+                if entry.exit_id == args.exit_id:
+                    backend.record(entry.with_state("settled"))
+                    print(
+                        f"exit {entry.exit_id} ({entry.account} {entry.symbol}) resolved as "
+                        f"{args.outcome}; the next exit of {entry.symbol} goes on"
+                    )
+                    return 0
+    finally:
+        backend.close()
+    print(f"nija-guard: no exit {args.exit_id} in flight in {backend.url}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -170,10 +170,10 @@ class Renew:
 
 @dataclass(frozen=True, slots=True)
 class Scan:
-    """The journal's exits in flight for (account, symbol)."""
+    """The journal's exits in flight for (account, symbol), or every symbol (None)."""
 
     account: str
-    symbol: str
+    symbol: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -2194,6 +2194,48 @@ class Engine:
                 }
             )
         return report
+
+    def resolve(self, exit_id: str, outcome: Outcome) -> Flow[dict[str, Any]]:
+        """Operators: an exit whose outcome the guard cannot learn, settled by a person.
+
+        For the cases the guard keeps a symbol locked rather than guess: an
+        UNKNOWN exit of this process, or a journaled exit of a stopped process
+        that the broker gives no way to look up. The operator has checked the
+        broker: the order never reached it (``NOT_PLACED``), or it is final
+        (``FILLED``, ``CANCELED``). An exit whose order the guard tracks as
+        open is refused: cancel the order instead, and the guard follows.
+        """
+        if outcome not in (Outcome.NOT_PLACED, Outcome.FILLED, Outcome.CANCELED):
+            raise ValueError("outcome must be Outcome.NOT_PLACED, FILLED or CANCELED")
+        rec = next((r for r in self.book.tracked_records() if r.exit.exit_id == exit_id), None)
+        if rec is not None:
+            if rec.phase != Phase.UNKNOWN:
+                raise GuardError(
+                    f"exit {exit_id} is {rec.phase.value} with order {rec.order_id}: the guard "
+                    "follows it; cancel the order on the exchange if it must go"
+                )
+            if self.book.claim_settlement(rec):
+                log.warning(
+                    "exit %s resolved by an operator: %s",
+                    exit_id,
+                    outcome.value,
+                    extra=self._log_fields(rec, "resolved_by_operator"),
+                )
+                yield from self._settle(rec, None, outcome)
+            return {"exit_id": exit_id, "symbol": rec.exit.symbol, "result": outcome.value}
+        if self.durable:
+            for entry in (yield Scan(self.account, None)):
+                if entry.exit_id == exit_id:
+                    log.warning(
+                        "journaled exit %s of %s resolved by an operator: %s",
+                        exit_id,
+                        entry.symbol,
+                        outcome.value,
+                        extra={"nija_guard": {"event": "resolved_by_operator", "exit_id": exit_id}},
+                    )
+                    yield Journal(entry.with_state("settled"))
+                    return {"exit_id": exit_id, "symbol": entry.symbol, "result": outcome.value}
+        raise GuardError(f"no exit {exit_id} in flight in this account")
 
     def _orphan_record(self, market: MarketInfo, entry: JournalEntry) -> ExitRecord:
         amount = to_decimal(entry.amount)

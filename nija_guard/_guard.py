@@ -24,7 +24,7 @@ from ._backend import Backend, open_backend
 from ._book import Book
 from ._engine import Engine
 from ._hooks import Hooks
-from ._model import to_decimal
+from ._model import Outcome, to_decimal
 from ._options import Options
 from ._sync import SyncDriver
 from ._telemetry import Telemetry
@@ -184,6 +184,20 @@ class Guard:
         for name in symbols:
             report.extend(await self.driver.run(self.engine.recover(name)))
         return report
+
+    def resolve(self, exit_id: str, outcome: Outcome | str) -> dict[str, Any]:
+        """Operators: settle an exit whose outcome the guard cannot learn, by exit id.
+
+        ``outcome`` is what the broker shows: ``"not_placed"`` (no such order),
+        ``"filled"`` or ``"canceled"`` (final). For an UNKNOWN exit of this
+        process, or a journaled exit of a stopped one (``nija-guard status``
+        lists them). Its symbol is free again; a wrong answer is the operator's.
+        """
+        return dict(self.driver.run(self.engine.resolve(exit_id, Outcome(outcome))))
+
+    async def aresolve(self, exit_id: str, outcome: Outcome | str) -> dict[str, Any]:
+        """:meth:`resolve` for an async guard."""
+        return dict(await self.driver.run(self.engine.resolve(exit_id, Outcome(outcome))))
 
     def journal(self) -> list[dict[str, Any]]:
         """The backend's exits in flight for this account, and its leases."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import subprocess
+import sys
 import time
 import uuid
 from decimal import Decimal
@@ -197,11 +199,72 @@ def test_a_restart_never_turns_an_unknown_sell_into_a_second_sell(tmp_path):
         **opts,
     )
     try:
-        with pytest.raises(nija_guard.OutcomeUnknown):  # no way to look: it stays unknown
+        with pytest.raises(nija_guard.OutcomeUnknown) as unknown:  # no way to look: unknown
             second.place_market_order("BTC-USD", "SELL", 0.5)
         assert len(broker.sent) == 1
+        # An operator checks the broker (it sold) and says so; the symbol is free again.
+        stuck = [e for e in second.nija_guard.journal() if e["symbol"] == "BTC-USD"]
+        assert len(stuck) == 1 and unknown.value.exit is not None
+        done = subprocess.run(  # noqa: S603 - our own CLI
+            [
+                sys.executable,
+                "-m",
+                "nija_guard._cli",
+                "resolve",
+                "--backend",
+                f"sqlite:///{tmp_path}/g.db",
+                "--exit-id",
+                stuck[0]["exit_id"],
+                "--as",
+                "filled",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "resolved as filled" in done.stdout
+        second.place_market_order("BTC-USD", "SELL", 0.5)  # what is left: 0.5
+        assert len(broker.sent) == 2 and broker.held() == 0
     finally:
         second.nija_guard.close()
+
+
+def test_an_operator_resolves_an_unknown_exit_of_a_running_bot() -> None:
+    broker = HouseBroker({"BTC-USD": 1.0})
+    ex: Any = nija_guard.guard(
+        broker, adapter=describe(client_ids=False), **dict(FAST, reconcile_timeout=0.3)
+    )
+    try:
+        broker.fail_next("place_market_order", "timeout_after")  # sold, reply lost
+        with pytest.raises(nija_guard.OutcomeUnknown) as unknown:
+            ex.place_market_order("BTC-USD", "SELL", 0.5)
+        exit_id = unknown.value.exit.exit_id
+        with pytest.raises(nija_guard.OutcomeUnknown):  # locked: the guard will not guess
+            ex.place_market_order("BTC-USD", "SELL", 0.5)
+        with pytest.raises(ValueError):
+            ex.nija_guard.resolve(exit_id, "resting")  # only what a person can check
+        assert ex.nija_guard.resolve(exit_id, "filled")["result"] == "filled"
+        assert ex.nija_guard.locked_symbols() == []
+        ex.place_market_order("BTC-USD", "SELL", 0.5)
+        assert broker.held() == 0 and len(broker.sent) == 2
+        with pytest.raises(nija_guard.GuardError, match="no exit"):
+            ex.nija_guard.resolve(exit_id, "filled")  # settled already
+    finally:
+        ex.nija_guard.close()
+
+
+def test_an_operator_cannot_resolve_an_exit_the_guard_follows() -> None:
+    paper = PaperExchange(balances={"BTC": 1})
+    ex: Any = nija_guard.guard(paper, **FAST)
+    try:
+        ex.create_limit_sell_order("BTC/USDT", 0.5, 90_000)  # rests: the guard tracks it
+        (record,) = ex.nija_guard.status()["in_flight"]
+        with pytest.raises(nija_guard.GuardError, match="cancel the order"):
+            ex.nija_guard.resolve(record["exit_id"], "canceled")
+        assert ex.nija_guard.locked_symbols() == ["BTC/USDT"]
+    finally:
+        ex.nija_guard.close()
 
 
 # -- from the review: test_holdings.py --------------------
