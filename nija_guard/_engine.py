@@ -1325,6 +1325,8 @@ class Engine:
                 )
                 if old_enough and rec.polls >= 2:
                     dropped = yield from self._holdings_dropped(rec)
+                    if not dropped and (rec.replaced is not None or rec.replaces):
+                        dropped = yield from self._edit_took_effect(rec)
                     if not dropped:
                         if self.book.claim_settlement(rec):
                             self.book.not_placed.put(rec.intent, rec.client_order_id, self.clock())
@@ -1467,6 +1469,39 @@ class Engine:
             locked = self.book.reserved_since(rec.holding, since, exclude=rec)
             return free + locked < rec.pre_free - tolerance
         return False
+
+    def _edit_took_effect(self, rec: ExitRecord) -> Flow[bool]:
+        """Whether an edit whose reply was lost may have happened, from the order it amends.
+
+        Most venues edit by cancel-and-replace: the old order's locked amount moves
+        to the new one, so holdings cannot show it. The amended order can: still
+        open with its old amount and price, the edit did nothing. Gone, final,
+        changed or unreadable: it may have, and the edit stays UNKNOWN.
+        """
+        previous = rec.replaced
+        order_id = previous.order_id if previous is not None else rec.replaces
+        if previous is None or not order_id:
+            return True  # nothing known to compare with
+        try:
+            view = self._view_or_none(
+                (
+                    yield Call(
+                        "fetch_order",
+                        (order_id, rec.exit.symbol),
+                        purpose="reconcile",
+                        span=self._span_of(rec),
+                    )
+                )
+            )
+        except ccxt.BaseError:
+            return True
+        if view is None or view.is_final or view.id != order_id:
+            return True
+        old_price = to_decimal(previous.exit.price)
+        price = to_decimal(view.raw.get("price"))
+        return view.amount != previous.amount or (
+            old_price is not None and price is not None and price != old_price
+        )
 
     def _resolved(self, rec: ExitRecord, view: OrderView) -> Flow[None]:
         """An unknown outcome turned out to be a real order: remember it for retries."""
@@ -1795,6 +1830,12 @@ class Engine:
     @staticmethod
     def _refused_slot(error: BaseException, rec: ExitRecord | None = None) -> dict[str, Any]:
         """A batch entry for an order the guard did not send, or whose fate is unknown."""
+        if rec is not None and rec.last_order is not None:
+            # The exchange acknowledged it (what failed came after: a journal write):
+            # the order exists, and the bot gets it as it is.
+            order = dict(rec.last_order.raw)
+            order.setdefault("info", {})
+            return order
         return {
             "id": None,
             "clientOrderId": rec.client_order_id if rec is not None else None,

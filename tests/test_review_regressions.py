@@ -435,3 +435,65 @@ def test_market_sell_is_not_answered_with_an_earlier_stop_loss():
         )
     finally:
         ex.nija_guard.close()
+
+
+# -- an edit whose reply is lost ------------------------------------------------------------
+@pytest.mark.parametrize("ownership", ["account", "ledger"])
+def test_an_edit_whose_reply_is_lost_is_never_declared_not_placed(ownership: str) -> None:
+    """Cancel-and-replace moves the old order's lock to the new one: holdings cannot show
+    an edit. With lookups not showing the new order yet, the edit stays unknown, and the
+    symbol stays locked until the guard finds the edit's order; one coin is sold, once."""
+    from test_regressions import LateIndexingPaper
+
+    paper = LateIndexingPaper(balances={"BTC": 2, "USDT": 0})
+    options: dict[str, Any] = (
+        {"ownership": "ledger", "ledger_seed": {"BTC": 1}} if ownership == "ledger" else {}
+    )
+    if ownership == "account":
+        paper.venue.deposit("BTC", -1)  # the account holds just the one coin
+    ex: Any = nija_guard.guard(paper, **FAST, **options)
+    try:
+        tp = ex.create_limit_sell_order("BTC/USDT", 1, 90_000)
+        paper.hidden = True  # the venue has not indexed what comes next
+        paper.inject("edit_order", ccxt.RequestTimeout("reply lost"), after=True)
+        with pytest.raises((ccxt.RequestTimeout, nija_guard.OutcomeUnknown)) as raised:
+            ex.edit_order(tp["id"], "BTC/USDT", "limit", "sell", 1, 95_000)
+        assert "safe to retry" not in " ".join(getattr(raised.value, "__notes__", []))
+        assert ex.nija_guard.locked_symbols() == ["BTC/USDT"]
+        paper.hidden = False
+        wait_until(lambda: ex.nija_guard.status()["unknown"] == [])  # found: it rests
+        with pytest.raises(nija_guard.ExitInProgress):
+            ex.create_market_sell_order("BTC/USDT", 1)
+        paper.set_price("BTC/USDT", 96_000)  # the edit's order fills
+        wait_until(lambda: ex.nija_guard.locked_symbols() == [])
+        assert paper.venue.sold("BTC/USDT") == 1
+    finally:
+        ex.nija_guard.close()
+
+
+def test_a_batch_sell_the_exchange_acknowledged_is_never_reported_rejected(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal write after the acknowledgement fails: the single-order path raises
+    BackendUnavailable; a batch reports the order as it is, not as refused."""
+    paper = PaperExchange(balances={"BTC": 1, "USDT": 0})
+    ex: Any = nija_guard.guard(paper, **FAST, backend=f"sqlite:///{tmp_path}/g.db")
+    try:
+        ex.load_markets()
+        backend = ex.nija_guard.backend
+        real = backend.record
+
+        def record(entry: JournalEntry) -> Any:
+            if entry.state == "submitted":
+                raise ConnectionError("journal store went away")
+            return real(entry)
+
+        monkeypatch.setattr(backend, "record", record)
+        request = {"symbol": "BTC/USDT", "type": "market", "side": "sell", "amount": 0.5}
+        (result,) = ex.create_orders([request])
+        monkeypatch.undo()
+        (sold,) = paper.sell_orders()
+        assert sold.status == "closed"
+        assert result["status"] == "closed" and result["id"] == sold.id
+    finally:
+        ex.nija_guard.close()
