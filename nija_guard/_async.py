@@ -34,6 +34,7 @@ from ._engine import (
     FetchBalance,
     Flow,
     Journal,
+    Leases,
     Notify,
     Release,
     Renew,
@@ -122,7 +123,7 @@ class AsyncDriver:
             return await self._ask(effect)
         if kind is Collect:
             return await self.hooks.collect_async(effect.hook, dict(effect.kwargs))
-        if kind in (Acquire, Release, Renew, Scan, Journal):
+        if kind in (Acquire, Release, Renew, Scan, Journal, Leases):
             if self.backend.durable:
                 # SQLite and Redis clients block: keep the loop free.
                 result = await asyncio.to_thread(backend_effect, self, effect)

@@ -157,6 +157,13 @@ class Acquire:
 
 
 @dataclass(frozen=True, slots=True)
+class Leases:
+    """The live backend leases whose keys start with ``prefix``."""
+
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     lease: Lease
 
@@ -200,6 +207,7 @@ Effect = (
     | Release
     | Renew
     | Scan
+    | Leases
     | Journal
     | Track
 )
@@ -1865,6 +1873,13 @@ class Engine:
         view = self._view_or_none(reply)
         if view is None:
             return
+        known = self.book.find(view.id, view.client_order_id)
+        if known is not None and known.kind == "buy" and not known.settled:
+            # An edit the venue made in place (same id): still one order, credited once.
+            if view.status is None:
+                view = yield from self._confirm(known, view)
+            yield from self._apply(known, view)
+            return
         rec = ExitRecord(exit=self._exit_value(call), market=market, key=call.symbol, kind="buy")
         rec.exit = rec.exit.evolve(order_id=view.id, client_order_id=view.client_order_id)
         rec.owner = self
@@ -2030,6 +2045,23 @@ class Engine:
         if not self.durable:
             return LOCAL_LEASE
         lease: Lease | None = yield Acquire(key, rec.exit.exit_id)
+        if lease is None:
+            return None
+        # close_all_positions (the account-wide key) and a symbol's exit exclude each
+        # other across processes too: each takes its own lease, then looks at the
+        # other's; whichever looks second sees the first, so both can never go on.
+        wide = f"{self.account}/{ACCOUNT_WIDE}"
+        others = [
+            held
+            for held in (yield Leases(f"{self.account}/" if key == wide else wide))
+            if held.key != key and (key == wide or held.key == wide)
+        ]
+        if others:
+            try:
+                yield Release(lease)
+            except Exception:
+                log.exception("lease release failed", extra=self._log_fields(rec, "lease"))
+            return None
         return lease
 
     def _confirm_lease(self, rec: ExitRecord) -> Flow[None]:

@@ -27,6 +27,7 @@ from ._engine import (
     FetchBalance,
     Flow,
     Journal,
+    Leases,
     Notify,
     Release,
     Renew,
@@ -74,6 +75,7 @@ class SyncDriver:
             Release: self._backend_effect,
             Renew: self._backend_effect,
             Scan: self._backend_effect,
+            Leases: self._backend_effect,
             Journal: self._backend_effect,
             Track: lambda e: self.tracker.wake(),
         }
@@ -199,6 +201,8 @@ def backend_effect(driver: Any, effect: Any) -> Any:
             return backend.record(effect.entry)
         if isinstance(effect, Scan):
             return backend.in_flight(effect.account, effect.symbol)
+        if isinstance(effect, Leases):
+            return backend.leases(effect.prefix)
         raise TypeError(f"not a backend effect: {effect!r}")  # pragma: no cover
     except Exception as exc:
         error = (
@@ -224,7 +228,7 @@ def backend_effect(driver: Any, effect: Any) -> Any:
             return effect.lease
         if isinstance(effect, Release):
             return True
-        if isinstance(effect, Scan):
+        if isinstance(effect, (Scan, Leases)):
             return []
         return None
 

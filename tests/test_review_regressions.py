@@ -497,3 +497,110 @@ def test_a_batch_sell_the_exchange_acknowledged_is_never_reported_rejected(
         assert result["status"] == "closed" and result["id"] == sold.id
     finally:
         ex.nija_guard.close()
+
+
+def test_a_buy_amended_in_place_is_credited_to_the_ledger_once() -> None:
+    """The account holds 2 BTC of someone else's; the bot's buy of 1, edited in place
+    (same id, OKX/Bybit style), fills: the bot owns 1 and sells 1, not 2."""
+    from test_regressions import AmendingPaper
+
+    paper = AmendingPaper(balances={"BTC": 2, "USDT": 100_000})
+    ex: Any = nija_guard.guard(paper, **FAST, ownership="ledger")
+    try:
+        buy = ex.create_limit_buy_order("BTC/USDT", 1, 40_000)
+        ex.edit_order(buy["id"], "BTC/USDT", "limit", "buy", 1, 41_000)  # in place: same id
+        paper.fill(buy["id"])
+        wait_until(lambda: ex.nija_guard.book.tracked_records() == [])
+        assert ex.nija_guard.owned("BTC") == Decimal("1")
+        ex.create_market_sell_order("BTC/USDT", 2)  # clamped to what the bot owns
+        assert paper.venue.sold("BTC/USDT") == Decimal("1")
+    finally:
+        ex.nija_guard.close()
+
+
+# -- close_all_positions excludes other processes' exits, both ways --------------------------
+class _ShortableBroker(HouseBroker):
+    """A margin account (a sell may go short), with close_all_positions."""
+
+    during_close_all: Any = None
+
+    def close_all_positions(self) -> list[dict[str, Any]]:
+        held = {p["symbol"]: p["quantity"] for p in self.get_positions()}
+        if self.during_close_all is not None:
+            self.during_close_all()  # another process's exit runs while it is worked
+        for symbol, quantity in held.items():
+            self.sent.append({"method": "close_all", "symbol": symbol, "quantity": quantity})
+        return [{"symbol": s, "qty": q} for s, q in held.items()]
+
+
+def _closing_adapter() -> nija_guard.Broker:
+    base = describe()
+    orders = dict(base.orders)
+    orders["close_all_positions"] = nija_guard.OrderMethod(kind="close_all")
+    return nija_guard.Broker(
+        name="shared",
+        orders=orders,
+        holdings="get_positions",
+        fetch_order=lambda b, oid, s: b.get_order(oid),
+        fetch_order_by_client_id=lambda b, cid, s: b.get_order_by_client_id(cid),
+        fetch_open_orders=lambda b, s: b.get_open_orders(s),
+        markets={"BTC-USD": {"amount_step": "0.0001", "min_amount": "0.0001"}},
+    )
+
+
+def _two_processes(tmp_path: Any) -> tuple[_ShortableBroker, Any, Any]:
+    """Two guards sharing nothing but a SQLite file (two URL spellings: two books)."""
+    account = uuid.uuid4().hex[:8]
+    broker = _ShortableBroker({"BTC-USD": 1.0})
+    other_client = copy.copy(broker)  # the other process's client: same account and venue
+    one = nija_guard.guard(
+        broker,
+        adapter=_closing_adapter(),
+        backend=f"sqlite:///{tmp_path}/g.db",
+        account=account,
+        **FAST,
+    )
+    other = nija_guard.guard(
+        other_client,
+        adapter=_closing_adapter(),
+        backend=f"sqlite:///{tmp_path}//g.db",
+        account=account,
+        **FAST,
+    )
+    assert one.nija_guard.book is not other.nija_guard.book
+    return broker, one, other
+
+
+def test_close_all_positions_excludes_another_process_exit_that_comes_during_it(
+    tmp_path: Any,
+) -> None:
+    broker, one, other = _two_processes(tmp_path)
+    outcomes: list[str] = []
+
+    def other_process_sells() -> None:
+        try:
+            other.place_market_order("BTC-USD", "SELL", 1.0)
+            outcomes.append("sold")
+        except nija_guard.ExitInProgress:
+            outcomes.append("ExitInProgress")
+
+    broker.during_close_all = other_process_sells
+    try:
+        one.close_all_positions()
+        assert outcomes == ["ExitInProgress"]
+        assert [s.get("method") for s in broker.sent] == ["close_all"]
+    finally:
+        one.nija_guard.close()
+        other.nija_guard.close()
+
+
+def test_close_all_positions_waits_for_another_process_exit_in_flight(tmp_path: Any) -> None:
+    broker, one, other = _two_processes(tmp_path)
+    try:
+        other.place_limit_order("BTC-USD", "SELL", 0.5, 90_000)  # rests: its lease is held
+        with pytest.raises(nija_guard.ExitInProgress):
+            one.close_all_positions()
+        assert all(s.get("method") != "close_all" for s in broker.sent)
+    finally:
+        one.nija_guard.close()
+        other.nija_guard.close()
