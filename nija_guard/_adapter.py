@@ -127,6 +127,10 @@ class OrderCall:
 # exchange. Add a venue only with a test against its real client (tests/test_venues.py).
 LISTS_EVERY_SPOT_ORDER = frozenset({"kraken", "paper"})
 
+# ccxt ids whose edit_order takes params["clientOrderId"] as the amended order's id.
+# They amend in place: the edit's order is the amended one, found by its id.
+EDITS_NAME_BY_CLIENT_ID = frozenset({"okx", "okxus", "myokx", "bybit", "bybiteu", "bybitid"})
+
 
 class Adapter(Protocol):
     """What the engine needs from a broker client API. See :class:`CcxtAdapter`.
@@ -160,7 +164,7 @@ class Adapter(Protocol):
     def owns_client_order_id(self, client_order_id: str | None) -> bool: ...
     def bot_client_order_id(self, call: OrderCall) -> str | None: ...
     def sizes_close(self, call: OrderCall) -> bool: ...
-    def sends_client_order_id(self, call: OrderCall) -> bool: ...
+    def sends_client_order_id(self, call: OrderCall, client: Any = None) -> bool: ...
     def lists_prices(self, client: Any) -> bool: ...
     def lists_open_orders(self, client: Any) -> bool: ...
     def submission(
@@ -628,7 +632,8 @@ class CcxtAdapter:
         self, call: OrderCall, client_order_id: str, client: Any
     ) -> dict[str, Any]:
         params = dict(call.params)
-        params["clientOrderId"] = client_order_id
+        if self.sends_client_order_id(call, client):
+            params["clientOrderId"] = client_order_id
         if call.contract_exit:
             params["reduceOnly"] = True  # the venue itself then never opens or flips a position
         return params
@@ -661,8 +666,15 @@ class CcxtAdapter:
         has = getattr(client, "has", None)
         return isinstance(has, Mapping) and bool(has.get("fetchTickers"))
 
-    def sends_client_order_id(self, call: OrderCall) -> bool:
-        """Every ccxt order carries the guard's client id (unified ``clientOrderId``)."""
+    def sends_client_order_id(self, call: OrderCall, client: Any = None) -> bool:
+        """Whether the order carries the guard's client id (unified ``clientOrderId``).
+
+        Every order does, except an edit where ccxt reads ``clientOrderId`` as the
+        id *of the order to amend* (okx sends it as ``clOrdId``, bybit as
+        ``orderLinkId``): a new id there names no order, and the edit fails.
+        """
+        if call.entry.kind == "edit" and getattr(client, "id", None) in EDITS_NAME_BY_CLIENT_ID:
+            return bool(call.params.get("clientOrderId"))  # the bot's own: it names the order
         return True
 
     def lists_open_orders(self, client: Any) -> bool:

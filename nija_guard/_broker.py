@@ -486,7 +486,7 @@ class Broker(CcxtAdapter):
     def lists_prices(self, client: Any) -> bool:
         return False  # ``price=`` answers one symbol at a time
 
-    def sends_client_order_id(self, call: OrderCall) -> bool:
+    def sends_client_order_id(self, call: OrderCall, client: Any = None) -> bool:
         spec = self.orders[call.entry.name]
         return spec.client_order_id is not None or spec.read is not None
 

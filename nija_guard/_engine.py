@@ -425,7 +425,7 @@ class Engine:
                 or self.adapter.new_client_order_id(self.client)
             )
             rec.amount = amount
-            rec.cid_sent = self.adapter.sends_client_order_id(call)
+            rec.cid_sent = self.adapter.sends_client_order_id(call, self.client)
             rec.exit = rec.exit.evolve(client_order_id=cid, amount=to_float(amount))
             self._reserve(rec)
             yield from self._journal(rec, "intent")
@@ -1380,6 +1380,24 @@ class Engine:
         """Exchange evidence of ``rec``'s order: by client id, open orders, recent trades."""
         cid, symbol = rec.client_order_id, rec.exit.symbol
         rec.unanswered = 0
+        if not rec.cid_sent and (rec.replaced is not None or rec.replaces):
+            # An edit made in place carried no id of ours: it is the order it amends.
+            order_id = rec.replaced.order_id if rec.replaced is not None else rec.replaces
+            try:
+                return self._view_or_none(
+                    (
+                        yield Call(
+                            "fetch_order",
+                            (order_id, symbol),
+                            purpose="reconcile",
+                            span=self._span_of(rec),
+                        )
+                    )
+                )
+            except ccxt.BaseError as error:
+                if _unanswered(error):
+                    rec.unanswered += 1
+                return None
         if not cid:
             return None
         found = yield from self._lookup(rec, "reconcile")

@@ -19,10 +19,13 @@ from typing import Any
 
 import ccxt
 import pytest
-from conftest import FAST, wait_until
+from conftest import FAST, Clock, wait_until
+from fakes.derivatives import DerivativesVenue, default_swap_markets
+from fakes.okx_swap import FakeOkx
 from house_broker import BrokerTimeout, HouseBroker, describe
 
 import nija_guard
+from nija_guard._adapter import CcxtAdapter
 from nija_guard._backend import JournalEntry, open_backend
 from nija_guard.testing import PaperExchange
 
@@ -604,3 +607,36 @@ def test_close_all_positions_waits_for_another_process_exit_in_flight(tmp_path: 
     finally:
         one.nija_guard.close()
         other.nija_guard.close()
+
+
+# -- okx and bybit: an edit names its order by id --------------------------------------------
+def test_a_guarded_edit_on_okx_names_the_order_it_amends_by_id() -> None:
+    """ccxt's okx (and bybit) edit_order reads params["clientOrderId"] as the amended
+    order's id: the guard's new id there would name no order. It is left out."""
+    venue = DerivativesVenue(markets=default_swap_markets(), cash=Decimal(100_000), clock=Clock())
+    with FakeOkx(venue) as fake:
+        client = fake.client()
+        client.load_markets()
+        adapter = CcxtAdapter()
+        entry = adapter.entry_points(type(client))["edit_order"]
+        (call,) = adapter.parse_call(
+            entry, ("12345", "BTC/USDT:USDT", "limit", "sell", 1, 100_000), {}
+        )
+        assert adapter.sends_client_order_id(call, client) is False
+        _, kwargs = adapter.submission(
+            call, Decimal(1), adapter.new_client_order_id(client), client
+        )
+        request = client.edit_order_request(
+            "12345",
+            kwargs["symbol"],
+            kwargs["type"],
+            kwargs["side"],
+            kwargs["amount"],
+            kwargs["price"],
+            kwargs["params"],
+        )
+        assert request.get("ordId") == "12345" and "clOrdId" not in request
+        # A create still carries the guard's id.
+        create = adapter.entry_points(type(client))["create_order"]
+        (order,) = adapter.parse_call(create, ("BTC/USDT:USDT", "limit", "sell", 1, 1e5), {})
+        assert adapter.sends_client_order_id(order, client) is True
