@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -116,13 +117,22 @@ class SqliteBackend:
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            self._roll_back(db)
             raise
         else:
             try:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
+                # Never leave this thread's connection inside a transaction (holding
+                # the write lock, failing every later BEGIN).
+                self._roll_back(db)
                 raise BackendUnavailable(f"SQLite backend commit failed: {exc}") from exc
+
+    @staticmethod
+    def _roll_back(db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the error that got us here matters more
+                db.execute("ROLLBACK")
 
     def _run(self, action: Callable[[sqlite3.Connection], T]) -> T:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sqlite3
 import subprocess
 import sys
 import time
@@ -640,3 +641,33 @@ def test_a_guarded_edit_on_okx_names_the_order_it_amends_by_id() -> None:
         create = adapter.entry_points(type(client))["create_order"]
         (order,) = adapter.parse_call(create, ("BTC/USDT:USDT", "limit", "sell", 1, 1e5), {})
         assert adapter.sends_client_order_id(order, client) is True
+
+
+# -- SQLite: a failed COMMIT leaves no transaction open ---------------------------------------
+def test_a_failed_sqlite_commit_rolls_back_and_the_next_write_works(tmp_path: Any) -> None:
+    backend: Any = open_backend(f"sqlite:///{tmp_path}/g.db")
+    real = backend._connection()
+
+    class CommitFailsOnce:
+        """The thread's connection, whose next COMMIT fails (disk full, I/O error)."""
+
+        failed = False
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "COMMIT" and not self.failed:
+                self.failed = True
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    proxy = CommitFailsOnce()
+    backend._connection = lambda: proxy
+    try:
+        with pytest.raises(nija_guard.BackendUnavailable, match="commit failed"):
+            backend.acquire("acct/BTC", "exit-1", 30.0)
+        assert not real.in_transaction  # not left holding SQLite's write lock
+        assert backend.acquire("acct/BTC", "exit-2", 30.0) is not None  # and writes go on
+    finally:
+        backend.close()
