@@ -23,7 +23,7 @@ import nija_guard
 from nija_guard.testing import PaperExchange
 from nija_guard.testing._venue import Market
 
-METHODS = ("acquire", "renew", "release", "record", "in_flight")
+METHODS = ("acquire", "renew", "release", "record", "in_flight", "leases", "holder")
 REDIS_URL = os.environ.get("NIJA_GUARD_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 

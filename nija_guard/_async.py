@@ -33,6 +33,7 @@ from ._engine import (
     Engine,
     FetchBalance,
     Flow,
+    Holder,
     Journal,
     Leases,
     Notify,
@@ -123,7 +124,7 @@ class AsyncDriver:
             return await self._ask(effect)
         if kind is Collect:
             return await self.hooks.collect_async(effect.hook, dict(effect.kwargs))
-        if kind in (Acquire, Release, Renew, Scan, Journal, Leases):
+        if kind in (Acquire, Release, Renew, Scan, Journal, Leases, Holder):
             if self.backend.durable:
                 # SQLite and Redis clients block: keep the loop free.
                 result = await asyncio.to_thread(backend_effect, self, effect)

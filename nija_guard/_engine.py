@@ -158,9 +158,16 @@ class Acquire:
 
 @dataclass(frozen=True, slots=True)
 class Leases:
-    """The live backend leases whose keys start with ``prefix``."""
+    """The live backend leases whose keys start with ``prefix`` (a scan: rare use only)."""
 
     prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The live backend lease of ``key``, or None (one lookup)."""
+
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +215,7 @@ Effect = (
     | Renew
     | Scan
     | Leases
+    | Holder
     | Journal
     | Track
 )
@@ -2069,11 +2077,10 @@ class Engine:
         # other across processes too: each takes its own lease, then looks at the
         # other's; whichever looks second sees the first, so both can never go on.
         wide = f"{self.account}/{ACCOUNT_WIDE}"
-        others = [
-            held
-            for held in (yield Leases(f"{self.account}/" if key == wide else wide))
-            if held.key != key and (key == wide or held.key == wide)
-        ]
+        if key == wide:  # close_all_positions: any symbol's exit in flight (rare: a scan)
+            others = [held for held in (yield Leases(f"{self.account}/")) if held.key != wide]
+        else:  # a symbol's exit: the one account-wide key (one lookup)
+            others = [held for held in [(yield Holder(wide))] if held is not None]
         if others:
             try:
                 yield Release(lease)

@@ -234,10 +234,17 @@ class RedisBackend:
         return bool(int(done))
 
     def holder(self, key: str) -> Lease | None:
-        value = self._call(lambda: self._redis.get(self._lease_key(key)))
+        lease_key = self._lease_key(key)
+
+        def read() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)  # one round trip
+            pipe.get(lease_key)
+            pipe.pttl(lease_key)
+            return list(pipe.execute())
+
+        value, ttl_ms = self._call(read)
         if not isinstance(value, str):
             return None
-        ttl_ms = self._call(lambda: self._redis.pttl(self._lease_key(key)))
         return self._from_value(key, value, ttl_ms / 1000 if ttl_ms and ttl_ms > 0 else None)
 
     def leases(self, prefix: str = "") -> list[Lease]:

@@ -26,6 +26,7 @@ from ._engine import (
     Engine,
     FetchBalance,
     Flow,
+    Holder,
     Journal,
     Leases,
     Notify,
@@ -76,6 +77,7 @@ class SyncDriver:
             Renew: self._backend_effect,
             Scan: self._backend_effect,
             Leases: self._backend_effect,
+            Holder: self._backend_effect,
             Journal: self._backend_effect,
             Track: lambda e: self.tracker.wake(),
         }
@@ -203,6 +205,8 @@ def backend_effect(driver: Any, effect: Any) -> Any:
             return backend.in_flight(effect.account, effect.symbol)
         if isinstance(effect, Leases):
             return backend.leases(effect.prefix)
+        if isinstance(effect, Holder):
+            return backend.holder(effect.key)
         raise TypeError(f"not a backend effect: {effect!r}")  # pragma: no cover
     except Exception as exc:
         error = (
