@@ -61,8 +61,11 @@ def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> Call
     """A callback any thread may call to wake ``future`` on its own loop."""
 
     def wake() -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(_resolve, future)
+        # The loop may close between the check and the call: a waiter of a closed loop
+        # is gone anyway, and the other waiters must still be woken.
+        with contextlib.suppress(RuntimeError):
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, future)
 
     return wake
 
@@ -224,6 +227,8 @@ class AsyncTracker:
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._woken: asyncio.Event | None = None
+        self._woken_loop: asyncio.AbstractEventLoop | None = None
+        self.orphaned: Callable[[], None] | None = None  # set by the guard when it closes
         self._closed = False
 
     @property
@@ -232,6 +237,8 @@ class AsyncTracker:
 
     def wake(self) -> None:
         if self._closed:
+            if self.orphaned is not None:
+                self.orphaned()  # tracked after its guard closed: another guard's to follow
             return
         try:
             loop = asyncio.get_running_loop()
@@ -249,8 +256,10 @@ class AsyncTracker:
     def _start(self) -> None:
         if self._closed:
             return
-        if self._woken is None:
-            self._woken = asyncio.Event()
+        if self._woken is None or self._woken_loop is not self.loop:
+            # An asyncio.Event belongs to the loop that first waits on it: a new loop
+            # (the first closed) needs its own, or the new tracker task dies at once.
+            self._woken, self._woken_loop = asyncio.Event(), self.loop
         self._woken.set()
         if self._task is None or self._task.done():
             self._task = _detached(self._run(), "nija-guard-tracker")

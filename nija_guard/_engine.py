@@ -643,6 +643,9 @@ class Engine:
                     raise ExitInProgress(
                         f"timed out waiting for the exit of {rec.key} in progress", exit=rec.exit
                     )
+                if holder.owner is not None:
+                    # Its tracker may be idle (its loop or thread gone): it must poll.
+                    holder.owner.wake()
                 yield WaitRelease(holder.key, admission.generation, remaining)
         finally:
             self._end_stage(rec, span)

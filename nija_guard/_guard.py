@@ -265,6 +265,8 @@ class Guard:
             heir.wake()
 
     def _warn_in_flight(self) -> None:
+        # An exit still running now is tracked after the close: hand it over then too.
+        self.driver.tracker.orphaned = self._hand_over
         self._hand_over()
         if any(r.owner is self.engine for r in self.book.tracked_records()):
             log.warning(
@@ -338,6 +340,15 @@ class GuardedClient(_Proxy):
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError("a guarded client cannot be pickled: its locks live in this process")
 
+    def __copy__(self) -> Any:
+        raise TypeError(
+            "a guarded client cannot be copied: share the one guard (a copy of the client "
+            "would be a second client with its own locks)"
+        )
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self.__copy__()
+
 
 def _passthrough(attr: str) -> property:
     """Everything else the client's class has: read straight from the client, in C.
@@ -355,6 +366,22 @@ def _passthrough(attr: str) -> property:
         delattr(proxy.__wrapped__, attr)
 
     return property(operator.attrgetter(f"__wrapped__.{attr}"), write, delete)
+
+
+# Library code runs on the client itself; a bot's own subclass methods run on the proxy.
+_LIBRARY_MODULES = ("ccxt.", "ccxt", "nija_guard.", "alpaca.")
+
+
+def _bot_helper(client_type: type, attr: str) -> Callable[..., Any] | None:
+    """The plain function ``attr`` when the bot's own code defines it on its client class."""
+    for klass in client_type.__mro__:
+        if attr in vars(klass):
+            value = vars(klass)[attr]
+            module = getattr(klass, "__module__", "") or ""
+            if inspect.isfunction(value) and not module.startswith(_LIBRARY_MODULES):
+                return value
+            return None
+    return None
 
 
 def _guarded_method(attr: str, entry: EntryPoint) -> Callable[..., Any]:
@@ -441,7 +468,10 @@ def proxy_class(client_type: type, adapter: Adapter | None = None) -> type:
     for attr in dir(client_type):
         if attr.startswith("__") or attr in namespace or attr in reserved:
             continue
-        namespace[attr] = _passthrough(attr)
+        helper = _bot_helper(client_type, attr)
+        # A bot's own helper (def market_sell(self, ...): self.create_order(...)) runs
+        # with the proxy as self, so the orders it places inside are guarded too.
+        namespace[attr] = helper if helper is not None else _passthrough(attr)
     cls = type(f"Guarded{client_type.__name__}", (GuardedClient,), namespace)
     with _registry_lock:
         return _proxy_classes.setdefault(adapter, {}).setdefault(client_type, cls)

@@ -294,11 +294,16 @@ class Tracker:
         self._thread: threading.Thread | None = None
         self._pending = False
         self._closed = False
+        self.orphaned: Callable[[], None] | None = None  # set by the guard when it closes
 
     def wake(self) -> None:
         with self._cond:
-            if self._closed:
-                return
+            closed = self._closed
+        if closed:
+            if self.orphaned is not None:
+                self.orphaned()  # tracked after its guard closed: another guard's to follow
+            return
+        with self._cond:
             self._pending = True
             if self._thread is None:
                 self._thread = threading.Thread(

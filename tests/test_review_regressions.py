@@ -8,11 +8,13 @@ a broker's short position is nothing to sell.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -671,3 +673,152 @@ def test_a_failed_sqlite_commit_rolls_back_and_the_next_write_works(tmp_path: An
         assert backend.acquire("acct/BTC", "exit-2", 30.0) is not None  # and writes go on
     finally:
         backend.close()
+
+
+# -- asyncio: loops that end, guards that close ----------------------------------------------
+def test_the_tracker_follows_a_guard_into_a_second_event_loop() -> None:
+    """One guard across two asyncio.run() calls: the tracker's wake-up event belonged to
+    the first loop, and the tracker task on the second died at once."""
+    from nija_guard.testing import AsyncPaperExchange
+
+    paper = AsyncPaperExchange(balances={"BTC": 1})
+    ex: Any = nija_guard.guard(paper, **FAST)
+    order: dict[str, Any] = {}
+
+    async def first() -> None:
+        await ex.load_markets()
+        order.update(await ex.create_limit_sell_order("BTC/USDT", 1, 60_000))  # rests
+        tracker = ex.nija_guard.driver.tracker
+        # The tracker sleeps on its wake-up event: the event now belongs to this loop.
+        await wait_for_async(lambda: tracker._woken is not None and bool(tracker._woken._waiters))
+
+    async def second() -> None:
+        paper.fill(order["id"])
+        with contextlib.suppress(nija_guard.ExitInProgress):
+            await ex.create_market_sell_order("BTC/USDT", 1)  # refused; wakes the tracker
+        await wait_for_async(lambda: ex.nija_guard.locked_symbols() == [])
+        await ex.nija_guard.aclose()
+
+    asyncio.run(first())
+    asyncio.run(second())
+
+
+def test_an_exit_still_running_when_its_guard_closes_is_followed_by_another_guard() -> None:
+    from nija_guard.testing import AsyncPaperExchange
+
+    class Gated(AsyncPaperExchange):
+        async def create_order(self, *args: Any, **kwargs: Any) -> Any:
+            reply = await super().create_order(*args, **kwargs)
+            gate_reached.set()
+            await gate_open.wait()
+            return reply
+
+    gate_reached, gate_open = asyncio.Event(), asyncio.Event()
+
+    async def main() -> None:
+        a_raw = Gated(balances={"BTC": 1})
+        b_raw = AsyncPaperExchange(venue=a_raw.venue)
+        b: Any = nija_guard.guard(b_raw, **FAST, account="one-account")
+        a: Any = nija_guard.guard(a_raw, **FAST, account="one-account")
+        await b.load_markets()
+        await a.load_markets()
+        task = asyncio.create_task(a.create_limit_sell_order("BTC/USDT", 1, 60_000))
+        await gate_reached.wait()  # the order rests on the venue; its reply is on its way
+        await a.nija_guard.aclose()  # `async with guard(...)` ended meanwhile
+        gate_open.set()
+        resting = await task
+        a_raw.fill(resting["id"])
+        await wait_for_async(lambda: b.nija_guard.locked_symbols() == [])
+        await b.nija_guard.aclose()
+
+    asyncio.run(main())
+
+
+async def wait_for_async(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def test_a_waiting_exit_wakes_a_tracker_whose_loop_has_ended() -> None:
+    """Loop A hosts the tracker; loop B's resting exit is tracked there. Loop A ends, B's
+    order fills, and B's next exit waits for the lock: it must not wait for nothing."""
+    from nija_guard.testing import AsyncPaperExchange
+
+    paper = AsyncPaperExchange(balances={"BTC": 1, "ETH": 10})
+    ex: Any = nija_guard.guard(paper, **FAST)
+    asyncio.run(ex.load_markets())
+    a_ready, b_placed, a_done = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def loop_a() -> None:
+        async def main() -> None:
+            await ex.create_limit_sell_order("ETH/USDT", 1, 99_999)  # the tracker runs here
+            a_ready.set()
+            b_placed.wait(10)
+
+        asyncio.run(main())  # loop A ends: its tracker task with it
+        a_done.set()
+
+    def loop_b() -> None:
+        async def main() -> None:
+            a_ready.wait(10)
+            order = await ex.create_limit_sell_order("BTC/USDT", 1, 60_000)
+            b_placed.set()
+            a_done.wait(10)
+            paper.fill(order["id"])  # sold; only a poll can tell the guard
+            wait = {"nija_guard": {"on_conflict": "wait", "wait_timeout": 30}}
+            try:
+                await ex.create_market_sell_order("BTC/USDT", 1, wait)
+                outcome.append("sold")
+            except nija_guard.GuardError as error:
+                outcome.append(type(error).__name__)
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=loop_a), threading.Thread(target=loop_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # The resting order sold the coin: the waiting exit finds nothing left to sell.
+    assert outcome == ["NothingToSell"]
+
+
+# -- a bot's own subclass helpers --------------------------------------------------------------
+def test_a_bots_own_subclass_helpers_sell_through_the_guard() -> None:
+    """class MyExchange(ccxt.x) with its own helpers: the orders they place inside are
+    exits like any other (they ran on the raw client before)."""
+
+    class MyExchange(PaperExchange):
+        def market_sell(self, symbol: str, amount: float) -> Any:
+            return self.create_order(symbol, "market", "sell", amount)
+
+        def exit_position(self, symbol: str) -> Any:
+            return self.create_market_sell_order(symbol, 10)  # "all of it"
+
+    paper = MyExchange(balances={"BTC": 1, "USDT": 0})
+    ex: Any = nija_guard.guard(paper, **FAST)
+    try:
+        ex.market_sell("BTC/USDT", 0.25)
+        ex.exit_position("BTC/USDT")  # clamped to the 0.75 left
+        sells = paper.sell_orders("BTC/USDT")
+        assert [str(o.amount) for o in sells] == ["0.25", "0.75"]
+        assert all(o.client_order_id and o.client_order_id.startswith("njg") for o in sells)
+        assert paper.holdings("BTC") == 0
+        assert ex.fetch_balance()["free"].get("BTC", 0) == 0  # library methods still pass through
+    finally:
+        ex.nija_guard.close()
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_a_guarded_client_is_never_duplicated(how: str) -> None:
+    import pickle
+
+    ex: Any = nija_guard.guard(PaperExchange(balances={"BTC": 1}), **FAST)
+    try:
+        with pytest.raises(TypeError, match=r"cannot be (copied|pickled)"):
+            {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle.dumps}[how](ex)
+    finally:
+        ex.nija_guard.close()
