@@ -57,6 +57,18 @@ def _resolve(future: asyncio.Future[Any]) -> None:
         future.set_result(None)
 
 
+def _being_cancelled() -> bool:
+    """Whether the current task is being cancelled (not a CancelledError some code raised).
+
+    Python 3.10 cannot tell: it counts as a real cancellation there.
+    """
+    task = asyncio.current_task()
+    if task is None:
+        return True
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> Callable[[], None]:
     """A callback any thread may call to wake ``future`` on its own loop."""
 
@@ -195,12 +207,20 @@ class AsyncDriver:
                 pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
         else:
             pending = self.hooks.notify(effect.hook, dict(effect.kwargs))
-        for hook, plugin, awaitable in pending:
+        for index, (hook, plugin, awaitable) in enumerate(pending):
             # Awaited one by one, each isolated like a sync hookimpl.
             try:
                 await awaitable
             except Exception as exc:
                 self.hooks._failed(hook, plugin, exc)
+            except asyncio.CancelledError as exc:
+                if _being_cancelled():
+                    for _, _, rest in pending[index + 1 :]:  # never awaited: closed, quietly
+                        close = getattr(rest, "close", None)
+                        if close is not None:
+                            close()
+                    raise
+                self.hooks._failed(hook, plugin, exc)  # a hook's own CancelledError
 
     async def _ask(self, effect: Ask) -> Any:
         try:
@@ -295,7 +315,9 @@ class AsyncTracker:
     async def _poll(self, rec: ExitRecord) -> None:
         try:
             await self.driver.run(self.driver.engine.poll(rec))
-        except Exception:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and (self._closed or _being_cancelled()):
+                raise  # the tracker itself is being cancelled
             log.exception(
                 "tracker poll failed",
                 extra={"nija_guard": {"event": "poll_failed", "exit_id": rec.exit.exit_id}},

@@ -822,3 +822,36 @@ def test_a_guarded_client_is_never_duplicated(how: str) -> None:
             {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle.dumps}[how](ex)
     finally:
         ex.nija_guard.close()
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="3.10 cannot tell a hook's own CancelledError"
+)
+def test_a_hook_raising_cancelled_error_is_a_failing_hook_not_a_cancellation() -> None:
+    from nija_guard.testing import AsyncPaperExchange
+
+    seen: list[str] = []
+
+    class Raises:
+        @nija_guard.hookimpl
+        async def nija_guard_order_settled(self, exit: nija_guard.Exit, order: Any) -> None:
+            raise asyncio.CancelledError  # e.g. a timeout inside the plugin, re-raised
+
+    class Records:
+        @nija_guard.hookimpl
+        async def nija_guard_order_settled(self, exit: nija_guard.Exit, order: Any) -> None:
+            seen.append(exit.symbol)
+
+    async def main() -> None:
+        paper = AsyncPaperExchange(balances={"BTC": 1})
+        ex: Any = nija_guard.guard(paper, **FAST, plugins=[Records(), Raises()])
+        try:
+            order = await ex.create_limit_sell_order("BTC/USDT", 0.5, 60_000)
+            paper.fill(order["id"])  # settled by the tracker, which runs both hooks
+            await wait_for_async(lambda: ex.nija_guard.locked_symbols() == [])
+            await ex.create_market_sell_order("BTC/USDT", 0.5)  # settled in the call
+            assert seen == ["BTC/USDT", "BTC/USDT"]  # the next hook ran each time
+        finally:
+            await ex.nija_guard.aclose()
+
+    asyncio.run(main())
