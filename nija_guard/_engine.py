@@ -1423,9 +1423,8 @@ class Engine:
                 view = self._view_or_none(reply)
                 if view is not None and view.client_order_id == cid:
                     return view
-        except ccxt.BaseError as error:
-            if _unanswered(error):
-                rec.unanswered += 1
+        except ccxt.BaseError:
+            pass  # extra evidence only: the lookup by client id is what must answer
         try:
             since = (rec.submitted_ms or _now_ms()) - 60_000
             trades = (
@@ -1517,8 +1516,8 @@ class Engine:
         """
         previous = rec.replaced
         order_id = previous.order_id if previous is not None else rec.replaces
-        if previous is None or not order_id:
-            return True  # nothing known to compare with
+        if not order_id:
+            return True  # nothing to look at
         try:
             view = self._view_or_none(
                 (
@@ -1534,8 +1533,14 @@ class Engine:
             return True
         if view is None or view.is_final or view.id != order_id:
             return True
-        old_price = to_decimal(previous.exit.price)
         price = to_decimal(view.raw.get("price"))
+        asked = rec.call.price if rec.call is not None else None
+        # It rests as the edit asked: the edit may have happened (an in-place amend).
+        if view.amount == rec.amount and (asked is None or price == asked):
+            return True
+        if previous is None:
+            return False  # it rests, and not as the edit asked: the edit did nothing
+        old_price = to_decimal(previous.exit.price)
         return view.amount != previous.amount or (
             old_price is not None and price is not None and price != old_price
         )
@@ -2379,7 +2384,8 @@ class Engine:
                 state=state,
                 side=rec.exit.side,
                 amount=str(rec.amount) if rec.amount is not None else None,
-                order_id=rec.order_id,
+                # An in-place edit carries no id of ours: recovery finds it by the order's.
+                order_id=rec.order_id or (None if rec.cid_sent else rec.replaces),
                 updated_at=time.time(),
                 token=rec.lease.token if rec.lease is not None else None,
                 key=self._lease_key(rec),

@@ -369,7 +369,8 @@ def _passthrough(attr: str) -> property:
 
 
 # Library code runs on the client itself; a bot's own subclass methods run on the proxy.
-_LIBRARY_MODULES = ("ccxt.", "ccxt", "nija_guard.", "alpaca.")
+_LIBRARY_MODULES = ("ccxt.", "nija_guard.", "alpaca.")
+_LIBRARIES = frozenset({"ccxt", "nija_guard", "alpaca"})
 
 
 def _bot_helper(client_type: type, attr: str) -> Callable[..., Any] | None:
@@ -378,7 +379,8 @@ def _bot_helper(client_type: type, attr: str) -> Callable[..., Any] | None:
         if attr in vars(klass):
             value = vars(klass)[attr]
             module = getattr(klass, "__module__", "") or ""
-            if inspect.isfunction(value) and not module.startswith(_LIBRARY_MODULES):
+            library = module in _LIBRARIES or module.startswith(_LIBRARY_MODULES)
+            if inspect.isfunction(value) and not library:
                 return value
             return None
     return None

@@ -855,3 +855,41 @@ def test_a_hook_raising_cancelled_error_is_a_failing_hook_not_a_cancellation() -
             await ex.nija_guard.aclose()
 
     asyncio.run(main())
+
+
+# -- no forever-lock from the evidence rules ----------------------------------------------------
+@pytest.mark.parametrize(
+    "error", [ccxt.ExchangeNotAvailable("502 for this symbol"), ccxt.ExchangeError("not allowed")]
+)
+def test_a_secondary_lookup_that_always_fails_does_not_lock_forever(error: Exception) -> None:
+    """fetch_open_orders always fails; the lookup by client id answers "not found": a
+    submit that never reached the venue is settled as not placed, not kept UNKNOWN."""
+    paper = PaperExchange(balances={"BTC": 1, "USDT": 0})
+    ex: Any = nija_guard.guard(paper, **dict(FAST, reconcile_timeout=0.5))
+    try:
+        ex.load_markets()
+        paper.inject("fetch_open_orders", error, times=10**6)
+        paper.inject("create_order", ccxt.RequestTimeout("lost"))  # before the venue
+        with contextlib.suppress(ccxt.RequestTimeout, nija_guard.OutcomeUnknown):
+            ex.create_market_sell_order("BTC/USDT", 0.5)
+        wait_until(lambda: ex.nija_guard.locked_symbols() == [])
+        assert paper.sell_orders() == []
+    finally:
+        ex.nija_guard.close()
+
+
+def test_a_lost_edit_of_an_order_the_guard_never_tracked_does_not_lock_forever() -> None:
+    paper = PaperExchange(balances={"BTC": 1, "USDT": 0})
+    paper.set_price("BTC/USDT", 100)
+    order = paper.create_order("BTC/USDT", "limit", "sell", 0.5, 200)  # before the guard
+    ex: Any = nija_guard.guard(paper, **dict(FAST, reconcile_timeout=0.5))
+    try:
+        ex.load_markets()
+        paper.inject("edit_order", ccxt.RequestTimeout("lost before the venue"))
+        with contextlib.suppress(ccxt.RequestTimeout, nija_guard.OutcomeUnknown):
+            ex.edit_order(order["id"], "BTC/USDT", "limit", "sell", 0.5, 190)
+        # It still rests at 200, not as the edit asked: the edit did nothing.
+        wait_until(lambda: ex.nija_guard.locked_symbols() == [])
+        assert paper.fetch_order(order["id"], "BTC/USDT")["price"] == 200
+    finally:
+        ex.nija_guard.close()
