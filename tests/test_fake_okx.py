@@ -232,6 +232,29 @@ def test_close_position_refuses_while_reduce_only_orders_rest(fake: FakeOkx, ex:
     assert ex.fetch_order(take_profit["id"], BTC)["status"] == "canceled"
 
 
+def test_a_fill_stamps_its_position_with_its_own_time() -> None:
+    """The guard compares a fill's time with the position's update time: a snapshot
+    stamped before the fill would hide it. One fill, one time, however the clock moves."""
+
+    class TickingClock:
+        now = 1_700_000_000.0
+
+        def __call__(self) -> float:
+            self.now += 0.001  # every read is the next millisecond
+            return self.now
+
+    venue = DerivativesVenue(
+        markets=default_swap_markets(), cash=Decimal(100_000), clock=TickingClock()
+    )
+    opened = venue.place(BTC, "buy", "market", 5)
+    resting = venue.place(BTC, "sell", "limit", 5, price=60_000, reduce_only=True)
+    venue.fill(resting.id, 2)
+    for order in (opened, resting):
+        [trade] = [t for t in venue.trades if t.order_id == order.id]
+        assert venue.get(order.id).last_trade_timestamp == trade.timestamp
+    assert venue.position(BTC).updated_timestamp == venue.trades[-1].timestamp
+
+
 def test_short_positions_and_flips(fake: FakeOkx, ex: ccxt.okx) -> None:
     ex.create_order(ETH, "market", "sell", 30)  # 3 ETH short
     [short] = ex.fetch_positions([ETH])

@@ -170,12 +170,17 @@ class Venue:
         while changes and changes[0][0] <= horizon:
             self._base_ms = changes.popleft()[0]
 
-    def _adjust(self, bucket: dict[str, Decimal], asset: str, delta: Decimal) -> None:
+    def _adjust(
+        self, bucket: dict[str, Decimal], asset: str, delta: Decimal, at: int | None = None
+    ) -> None:
+        """Move a balance; ``at``: the event's own time (a fill's), so a snapshot
+        stamped with it shows the fill whole, never half of it."""
         old = bucket.get(asset, ZERO)
         bucket[asset] = old + delta
         if self.balance_lag > 0:
             # A change log, not snapshots: a venue can hold 10,000 assets.
-            self._changes.append((self.now_ms(), bucket is self.free, asset, old))
+            stamp = self.now_ms() if at is None else at
+            self._changes.append((stamp, bucket is self.free, asset, old))
 
     def balance(self) -> _Snapshot:
         """The balance as the account endpoint reports it.
@@ -328,20 +333,20 @@ class Venue:
         cost = qty * price
         now = self.now_ms()
         if order.side == "sell":
-            self._adjust(self.used, market.base, -qty)
+            self._adjust(self.used, market.base, -qty, now)
             fee, fee_ccy = cost * self.fee_rate, market.quote
-            self._adjust(self.free, market.quote, cost - fee)
+            self._adjust(self.free, market.quote, cost - fee, now)
             order.spent += qty
         else:
             spent = cost * (1 + self.fee_rate) if not self.fee_in_base else cost
-            self._adjust(self.used, market.quote, -spent)
+            self._adjust(self.used, market.quote, -spent, now)
             order.spent += spent
             if self.fee_in_base:
                 fee, fee_ccy = qty * self.fee_rate, market.base
-                self._adjust(self.free, market.base, qty - fee)
+                self._adjust(self.free, market.base, qty - fee, now)
             else:
                 fee, fee_ccy = cost * self.fee_rate, market.quote
-                self._adjust(self.free, market.base, qty)
+                self._adjust(self.free, market.base, qty, now)
         order.filled += qty
         order.cost += cost
         order.fee += fee

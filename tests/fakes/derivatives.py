@@ -389,14 +389,17 @@ class DerivativesVenue:
             return [dataclasses.replace(p) for p in self._positions.values() if p.contracts]
 
     def _apply_fill(
-        self, symbol: str, side: str, qty: Decimal, price: Decimal
+        self, symbol: str, side: str, qty: Decimal, price: Decimal, now: int
     ) -> tuple[Decimal, bool]:
-        """Move the position by a fill; the PnL it realized, and whether it opened."""
+        """Move the position by a fill at ``now``; the PnL it realized, and whether it opened.
+
+        The position's update time is the fill's own time, as on the venue: two clock
+        reads could straddle a millisecond and stamp the position before its fill.
+        """
         market = self.markets[symbol]
         pos = self._position(symbol)
         signed = qty if side == "buy" else -qty
         before = pos.contracts
-        now = self.now_ms()
         realized = ZERO
         opening = before == 0 or (before > 0) == (signed > 0)
         if before == 0:
@@ -622,11 +625,11 @@ class DerivativesVenue:
         rate = self.taker_fee if taker else self.maker_fee
         value = market.notional(qty, price)
         fee = value * rate
-        realized, opening = self._apply_fill(order.symbol, order.side, qty, price)
+        now = self.now_ms()
+        realized, opening = self._apply_fill(order.symbol, order.side, qty, price, now)
         self.cash += realized - fee
         pos = self._positions[order.symbol]
         pos.fees += fee
-        now = self.now_ms()
         order.filled += qty
         order.cost += value
         order.fee += fee
