@@ -65,6 +65,30 @@ def wrap(system: str, client: Any, **guard_options: Any) -> Any:
     raise ValueError(f"unknown system {system!r}")
 
 
+def stub_clients(is_async: bool = False) -> dict[str, Any]:
+    """The three systems, each on its own zero-cost stub exchange (one symbol, S0/USDT),
+    and ``fetch_balance``: a fourth stub's balance call, to subtract.
+
+    The stub answers from a few dicts, so no venue code runs between the guard's
+    steps: what remains is the guard's own CPU.
+    """
+    from stub_exchange import AsyncStubExchange, StubExchange
+
+    from nija_guard import _guard
+
+    cls = AsyncStubExchange if is_async else StubExchange
+    clients: dict[str, Any] = {
+        "raw": cls(1, lazy_balance=False),
+        "baseline": (AsyncSeedGuard if is_async else SeedGuard)(cls(1, lazy_balance=False)),
+        # Not a ccxt.Exchange instance: name the adapter guard() picks for ccxt clients.
+        "guard": nija_guard.guard(
+            cls(1, lazy_balance=False), load_entrypoints=False, adapter=_guard._ADAPTER
+        ),
+    }
+    clients["fetch_balance"] = cls(1, lazy_balance=False).fetch_balance
+    return clients
+
+
 def close(system: str, client: Any) -> None:
     if system == "guard":
         client.nija_guard.close()

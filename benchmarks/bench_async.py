@@ -13,7 +13,17 @@ import tracemalloc
 from collections import Counter
 from typing import Any
 
-from _common import SYSTEMS, aclose, ainterleaved_us, fmt_calls, paper, per_exit, wrap
+from _common import (
+    SYSTEMS,
+    aclose,
+    ainterleaved_us,
+    fmt_calls,
+    paper,
+    per_exit,
+    stub_clients,
+    wrap,
+)
+from bench_core import stub_result, stub_row
 
 
 async def _exit_async(quick: bool) -> dict[str, Any]:
@@ -44,6 +54,7 @@ async def _exit_async(quick: bool) -> dict[str, Any]:
         "paper_fetch_balance_us": balance_us,
         "baseline_only_us": round(med["baseline"] - med["raw"] - balance_us, 1),
         "guard_only_us": round(med["guard"] - med["raw"] - balance_us, 1),
+        "zero_cost_exchange": await _stub_exit_async(runs),
     }
     conditions = (
         f"asyncio, AsyncPaperExchange latency 0, 1 symbol, {done} sells per system awaited "
@@ -69,9 +80,29 @@ async def _exit_async(quick: bool) -> dict[str, Any]:
                 "guard": f"{data['guard_only_us']:.1f} µs",
                 "note": "the wrapper's own work",
             },
+            stub_row(data["zero_cost_exchange"], "async"),
         ],
         "data": data,
     }
+
+
+async def _stub_exit_async(runs: int) -> dict[str, Any]:
+    """Row 2 again on a zero-cost async stub exchange: the guard's own CPU."""
+    clients = stub_clients(is_async=True)
+    for name, client in clients.items():
+        if name != "fetch_balance":
+            await client.load_markets()
+            for _ in range(50):
+                await client.create_market_sell_order("S0/USDT", 0.01)
+    calls = {
+        name: (lambda c=c: c.create_market_sell_order("S0/USDT", 0.01))
+        for name, c in clients.items()
+        if name != "fetch_balance"
+    }
+    calls["fetch_balance"] = clients["fetch_balance"]
+    timings = await ainterleaved_us(calls, runs * 2)
+    await aclose("guard", clients["guard"])
+    return stub_result(timings)
 
 
 def exit_async(quick: bool = False) -> dict[str, Any]:

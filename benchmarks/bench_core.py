@@ -16,7 +16,17 @@ from typing import Any
 
 import ccxt
 import wrapt
-from _common import SYSTEMS, close, fmt_calls, interleaved_us, paper, per_exit, symbol_names, wrap
+from _common import (
+    SYSTEMS,
+    close,
+    fmt_calls,
+    interleaved_us,
+    paper,
+    per_exit,
+    stub_clients,
+    symbol_names,
+    wrap,
+)
 
 import nija_guard
 
@@ -47,6 +57,7 @@ def exit_sync(quick: bool = False) -> dict[str, Any]:
         close(system, client)
     med = {k: v["median"] for k, v in timings.items()}
     balance_us = med["fetch_balance"]
+    stub = _stub_exit_sync(runs)
     data = {
         "runs_per_system": blocks_runs,
         "timings_us": timings,
@@ -54,6 +65,7 @@ def exit_sync(quick: bool = False) -> dict[str, Any]:
         "paper_fetch_balance_us": balance_us,
         "baseline_only_us": round(med["baseline"] - med["raw"] - balance_us, 1),
         "guard_only_us": round(med["guard"] - med["raw"] - balance_us, 1),
+        "zero_cost_exchange": stub,
     }
     conditions = (
         f"sync, PaperExchange latency 0, 1 symbol, {blocks_runs} sells per system "
@@ -77,10 +89,55 @@ def exit_sync(quick: bool = False) -> dict[str, Any]:
                 "raw": "0",
                 "baseline": f"{data['baseline_only_us']:.1f} µs",
                 "guard": f"{data['guard_only_us']:.1f} µs",
-                "note": "the wrapper's own work: lock, clamp, bookkeeping",
+                "note": "the wrapper's own work: lock, clamp, bookkeeping, and the "
+                "cache misses of running between the paper exchange's own code",
             },
+            stub_row(stub, "sync"),
         ],
         "data": data,
+    }
+
+
+def _stub_exit_sync(runs: int) -> dict[str, Any]:
+    """Row 1 again on a zero-cost stub exchange: the guard's own CPU, nothing between."""
+    clients = stub_clients()
+    for name, client in clients.items():
+        if name != "fetch_balance":
+            client.load_markets()
+            for _ in range(50):
+                client.create_market_sell_order("S0/USDT", 0.01)
+    calls = {
+        name: (lambda c=c: c.create_market_sell_order("S0/USDT", 0.01))
+        for name, c in clients.items()
+        if name != "fetch_balance"
+    }
+    calls["fetch_balance"] = clients["fetch_balance"]
+    timings = interleaved_us(calls, runs * 2)
+    close("guard", clients["guard"])
+    return stub_result(timings)
+
+
+def stub_result(timings: dict[str, dict[str, float]]) -> dict[str, Any]:
+    med = {k: v["median"] for k, v in timings.items()}
+    return {
+        "timings_us": timings,
+        "runs_per_system": timings["raw"]["samples"],
+        "baseline_only_us": round(med["baseline"] - med["raw"] - med["fetch_balance"], 1),
+        "guard_only_us": round(med["guard"] - med["raw"] - med["fetch_balance"], 1),
+    }
+
+
+def stub_row(stub: dict[str, Any], mode: str) -> dict[str, Any]:
+    med = {k: v["median"] for k, v in stub["timings_us"].items()}
+    return {
+        "measure": f"the wrapper's own CPU per exit, {mode}, zero-cost exchange",
+        "conditions": f"a stub exchange answering from dicts (raw sell {med['raw']:.1f} µs, "
+        f"fetch_balance {med['fetch_balance']:.1f} µs), {stub['runs_per_system']} sells per "
+        "system, interleaved; the same subtraction",
+        "raw": "0",
+        "baseline": f"{stub['baseline_only_us']:.1f} µs",
+        "guard": f"{stub['guard_only_us']:.1f} µs",
+        "note": "no venue code between the guard's steps: the guard alone",
     }
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-__all__ = ["StubExchange"]
+__all__ = ["AsyncStubExchange", "StubExchange"]
 
 PRICE = 100.0
 TICK_SIZE = 4  # ccxt.TICK_SIZE: precision given as step sizes
@@ -77,9 +77,12 @@ class StubExchange:
     id = "stub"
     precisionMode = TICK_SIZE
 
-    def __init__(self, symbols: int, api_key: str = "") -> None:
+    def __init__(self, symbols: int, api_key: str = "", lazy_balance: bool = True) -> None:
         self.apiKey = api_key
         self.symbol_count = symbols
+        # lazy: a balance answering every asset, built on demand (100,000 symbols);
+        # else a plain dict of this stub's assets, the shape a ccxt client returns.
+        self.lazy_balance = lazy_balance
         self.markets: dict[str, dict[str, Any]] | None = None
         self.calls: Counter[str] = Counter()
         self._ids = itertools.count(1)
@@ -114,7 +117,12 @@ class StubExchange:
 
     def fetch_balance(self, params: Any = None) -> Mapping[str, Any]:
         self.calls["fetch_balance"] += 1
-        return _Balance(int(time.time() * 1000))
+        if self.lazy_balance:
+            return _Balance(int(time.time() * 1000))
+        balance: dict[str, Any] = {"info": {}, "timestamp": int(time.time() * 1000)}
+        for i in range(self.symbol_count):
+            balance[f"S{i}"] = dict(_HELD)
+        return balance
 
     def fetch_open_orders(
         self, symbol: str | None = None, since: Any = None, limit: Any = None, params: Any = None
@@ -164,3 +172,39 @@ class StubExchange:
         self, symbol: str, amount: float, params: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         return self.create_order(symbol, "market", "sell", amount, None, params)
+
+
+class AsyncStubExchange(StubExchange):
+    """The same stub with ccxt.async_support's coroutine methods."""
+
+    async def load_markets(  # type: ignore[override]
+        self, reload: bool = False, params: Any = None
+    ) -> dict[str, Any]:
+        return StubExchange.load_markets(self, reload, params)
+
+    async def fetch_balance(self, params: Any = None) -> Mapping[str, Any]:  # type: ignore[override]
+        return StubExchange.fetch_balance(self, params)
+
+    async def fetch_open_orders(  # type: ignore[override]
+        self, symbol: str | None = None, since: Any = None, limit: Any = None, params: Any = None
+    ) -> list[dict[str, Any]]:
+        return StubExchange.fetch_open_orders(self, symbol, since, limit, params)
+
+    async def fetch_ticker(self, symbol: str, params: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        return StubExchange.fetch_ticker(self, symbol, params)
+
+    async def create_order(  # type: ignore[override]
+        self,
+        symbol: str,
+        type: str,
+        side: str,
+        amount: float,
+        price: float | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return StubExchange.create_order(self, symbol, type, side, amount, price, params)
+
+    async def create_market_sell_order(  # type: ignore[override]
+        self, symbol: str, amount: float, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return await self.create_order(symbol, "market", "sell", amount, None, params)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 import ccxt
 
-from ._model import ZERO, MarketInfo, OrderView, check_amount, to_decimal
+from ._model import ZERO, MarketInfo, OrderView, check_amount, to_decimal, unique_id
 from ._options import ON_CONFLICT
 
 __all__ = ["Adapter", "CcxtAdapter", "EntryPoint", "OrderCall", "is_order_entry_name"]
@@ -84,7 +83,7 @@ class EntryPoint:
             if key in bound:
                 raise ccxt.BadRequest(f"{self.name}() got multiple values for {key!r}")
             bound[key] = value
-        for key in self.arg_names:
+        for key in self.arg_names[len(args) :]:  # the positional ones are bound
             if key not in bound:
                 if key not in self.defaults:
                     raise ccxt.ArgumentsRequired(f"{self.name}() requires the argument {key!r}")
@@ -262,6 +261,7 @@ class CcxtAdapter:
     def __init__(self) -> None:
         self._entry_cache: dict[type, Mapping[str, EntryPoint]] = {}
         self._market_cache: dict[tuple[int, str], tuple[Any, MarketInfo]] = {}
+        self._triggers = frozenset(self.TRIGGER_PARAMS)
 
     # Methods whose results tell the engine about orders it tracks.
     OBSERVED: ClassVar[frozenset[str]] = frozenset(
@@ -493,12 +493,14 @@ class CcxtAdapter:
             except ValueError as exc:
                 raise ccxt.InvalidOrder(f"{method}(): {exc}") from None
         price = _check_price(bound.get("price"), method)
-        for key in self.TRIGGER_PARAMS:
-            # As an argument (create_stop_loss_order...) or in params: the same check.
-            if key in bound:
-                _check_price(bound.get(key), method, key)
-            if key in params:
-                _check_price(params[key], method, f"params[{key!r}]")
+        triggers = self._triggers
+        if not triggers.isdisjoint(bound) or (params and not triggers.isdisjoint(params)):
+            for key in self.TRIGGER_PARAMS:
+                # As an argument (create_stop_loss_order...) or in params: the same check.
+                if key in bound:
+                    _check_price(bound.get(key), method, key)
+                if key in params:
+                    _check_price(params[key], method, f"params[{key!r}]")
         replaces = None
         if entry.kind == "edit":
             replaces = bound.get("id") or None
@@ -599,7 +601,7 @@ class CcxtAdapter:
     ) -> tuple[Decimal, Decimal, int | None]:
         """(free, total, timestamp) of ``asset`` in a ccxt balance structure."""
         entry = balance.get(asset)
-        if isinstance(entry, Mapping):
+        if type(entry) is dict or isinstance(entry, Mapping):
             free, total = entry.get("free"), entry.get("total")
         else:
             free = (balance.get("free") or {}).get(asset)
@@ -621,7 +623,7 @@ class CcxtAdapter:
         """
         if getattr(client, "id", None) in ("kraken", "krakenfutures"):
             return UUID_MARKER + str(uuid.uuid4())[8:]
-        return CLIENT_ID_PREFIX + secrets.token_hex(12)
+        return CLIENT_ID_PREFIX + unique_id()
 
     def owns_client_order_id(self, client_order_id: str | None) -> bool:
         if not client_order_id:
@@ -707,6 +709,8 @@ class CcxtAdapter:
         }
 
     def bot_client_order_id(self, call: OrderCall) -> str | None:
+        if not call.params:
+            return None
         for key in ("clientOrderId", "newClientOrderId", "clOrdId", "orderLinkId", "cl_ord_id"):
             value = call.params.get(key)
             if value:
@@ -733,31 +737,35 @@ class CcxtAdapter:
 
     # -- orders ----------------------------------------------------------------------
     def order_view(self, order: Any) -> OrderView:
-        if not isinstance(order, Mapping):
+        if type(order) is not dict and not isinstance(order, Mapping):
             raise ccxt.BadResponse(f"expected an order structure, got {type(order).__name__}")
-        status = order.get("status")
+        get = order.get
+        status = get("status")
         fee_base = ZERO
-        symbol = order.get("symbol")
-        base = symbol.split("/")[0] if isinstance(symbol, str) and "/" in symbol else None
-        fees = order.get("fees") or ([order["fee"]] if order.get("fee") else [])
-        for fee in fees:
-            if isinstance(fee, Mapping) and base and fee.get("currency") == base:
-                fee_base += to_decimal(fee.get("cost")) or ZERO
-        ts = order.get("timestamp")
+        symbol = get("symbol")
+        fees = get("fees") or ([order["fee"]] if get("fee") else None)
+        if fees:
+            base = symbol.split("/")[0] if isinstance(symbol, str) and "/" in symbol else None
+            for fee in fees:
+                if isinstance(fee, Mapping) and base and fee.get("currency") == base:
+                    fee_base += to_decimal(fee.get("cost")) or ZERO
+        ts = get("timestamp")
+        order_id = get("id")
+        # Positional: a named tuple built from keywords costs twice as much.
         return OrderView(
-            id=str(order["id"]) if order.get("id") not in (None, "") else None,
-            client_order_id=order.get("clientOrderId"),
-            symbol=symbol,
-            side=order.get("side"),
-            status=str(status).lower() if status else None,
-            amount=to_decimal(order.get("amount")),
-            filled=to_decimal(order.get("filled")),
-            remaining=to_decimal(order.get("remaining")),
-            average=to_decimal(order.get("average")) or to_decimal(order.get("price")),
+            str(order_id) if order_id is not None and order_id != "" else None,  # id
+            get("clientOrderId"),
+            symbol,
+            get("side"),
+            str(status).lower() if status else None,
+            to_decimal(get("amount")),
+            to_decimal(get("filled")),
+            to_decimal(get("remaining")),
+            to_decimal(get("average")) or to_decimal(get("price")),  # average
             # Binance answers an untriggered stop with timestamp -1: no timestamp.
-            timestamp=int(ts) if isinstance(ts, (int, float)) and ts > 0 else None,
-            base_fee=fee_base,
-            raw=order,
+            int(ts) if isinstance(ts, (int, float)) and ts > 0 else None,
+            fee_base,
+            order,
         )
 
     # -- errors --------------------------------------------------------------------

@@ -160,7 +160,7 @@ class AsyncDriver:
         if self.book.balance_subscribe(flight, _waker(loop, future)):
             await future
 
-    async def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int]:
+    async def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int, int]:
         """Single flight, shared with every task and thread of the account."""
         while True:
             kind, flight = self.book.balance_plan(effect.ticket, effect.what)
@@ -168,7 +168,7 @@ class AsyncDriver:
                 try:
                     if flight.after is not None:
                         await self._wait_flight(flight.after)
-                    self.book.balance_start(flight, int(time.time() * 1000))
+                        self.book.balance_start(flight, int(time.time() * 1000))
                     self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
                     flight.result = await self.engine.adapter.operation(
                         self.client,
@@ -185,7 +185,7 @@ class AsyncDriver:
                     continue  # its leader was cancelled: plan again
             if flight.error is not None:
                 raise flight.error
-            return flight.result, flight.started_ms
+            return flight.result, flight.started_ms, flight.ticket
 
     async def _wait_release(self, effect: WaitRelease) -> bool:
         loop = asyncio.get_running_loop()

@@ -44,14 +44,16 @@ class LRU(Generic[K, V]):
         self.size, self.ttl = size, ttl
 
     def get(self, key: K, now: float) -> V | None:
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            if now - item[0] > self.ttl:
-                del self._data[key]
-                return None
-            return item[1]
+        item = self._data.get(key)  # one atomic lookup: no lock to read
+        if item is None:
+            return None
+        if now - item[0] > self.ttl:
+            with self._lock:
+                current = self._data.get(key)
+                if current is not None and now - current[0] > self.ttl:
+                    del self._data[key]
+            return None
+        return item[1]
 
     def take(self, key: K, now: float) -> V | None:
         """Get and forget: a value that may be used once."""
@@ -71,6 +73,12 @@ class LRU(Generic[K, V]):
             while len(data) > self.size:
                 data.popitem(last=False)
 
+    def refresh(self, key: K, value: V, now: float) -> None:
+        """``put``, unless the same value was put less than a tenth of ``ttl`` ago."""
+        item = self._data.get(key)  # a glance, no lock: at worst a put that was not needed
+        if item is None or item[1] != value or now - item[0] > self.ttl / 10:
+            self.put_many(((key, value),), now)
+
     def pop(self, key: K) -> None:
         with self._lock:
             self._data.pop(key, None)
@@ -78,10 +86,17 @@ class LRU(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._data)
 
+    def __bool__(self) -> bool:
+        return bool(self._data)  # no lock: a glance that lets the hot path skip a lookup
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, init=False)
 class ExitRecord:
-    """The guard's mutable record of one exit (or one tracked buy in ledger mode)."""
+    """The guard's mutable record of one exit (or one tracked buy in ledger mode).
+
+    Defaults live on the class: a new record sets only what differs (one is made
+    per exit, and a 50-field ``__init__`` was a tenth of an exit's own CPU).
+    """
 
     exit: Exit
     market: MarketInfo
@@ -132,6 +147,17 @@ class ExitRecord:
     last_fill_ts: int | None = None  # exchange clock: the last fill seen
     position_side: str | None = None  # derivatives: the side of the position it closes
     streamed_by: Any = None  # the engine whose order stream reports this order: poll rarely
+    bot_cid: str | None = None  # the client id the bot itself put in the call's params
+    metered: bool = False  # metrics go somewhere (an SDK): looked up once, when the exit began
+    ack_seq: int | None = None  # the book's ticket when the order was acknowledged here
+
+    def __init__(self, exit: Exit, market: MarketInfo, key: str, **fields: Any) -> None:
+        self.exit, self.market, self.key = exit, market, key
+        self.stages = []
+        for name, value in fields.items():
+            if name not in _RECORD_FIELDS:
+                raise TypeError(f"ExitRecord has no field {name!r}")
+            setattr(self, name, value)
 
     @property
     def holding(self) -> str:
@@ -148,19 +174,22 @@ class ExitRecord:
     def client_order_id(self) -> str | None:
         return self.exit.client_order_id
 
-    def not_reflected_in(self, snapshot_ms: int | None, snapshot_local_ms: int) -> Decimal:
+    def not_reflected_in(
+        self, snapshot_ms: int | None, snapshot_local_ms: int, reader: int | None = None
+    ) -> Decimal:
         """How much this sell is missing from a balance snapshot taken at ``snapshot_ms``.
 
         An exchange moves an order's amount from free to used when it accepts
         it; fills then take it out of used. A snapshot older than the order's
         acceptance still shows the amount as free, so it must be subtracted:
         the whole amount while the order may still fill, what it filled once
-        it is final.
+        it is final. ``reader``: the admission ticket of the exit whose snapshot
+        it is (see :func:`_accepted_before`).
         """
         if self.kind != "exit" or self.amount is None:
             return ZERO
         if self.exchange_ts is not None and snapshot_ms is not None:
-            reflected = self.exchange_ts <= snapshot_ms
+            reflected = _accepted_before(self.exchange_ts, self.ack_seq, snapshot_ms, reader)
         elif self.local_ack_ms is not None:
             reflected = self.local_ack_ms <= snapshot_local_ms
         else:
@@ -170,9 +199,31 @@ class ExitRecord:
         return self.filled if self.settled else self.amount
 
 
-@dataclass(frozen=True, slots=True)
+_RECORD_FIELDS = frozenset(ExitRecord.__dataclass_fields__)
+
+
+def _accepted_before(
+    exchange_ts: int, ack_seq: int | None, snapshot_ms: int, reader: int | None
+) -> bool:
+    """Whether a snapshot stamped ``snapshot_ms`` shows an order the exchange stamped
+    ``exchange_ts``: it does when the order is older. Venues stamp a balance with
+    its last change, so one millisecond is usually the order itself; but two exits
+    of one asset through two symbols run side by side, and a read of the same
+    millisecond may have come first. Then what happened here decides: the order was
+    acknowledged before the reader's balance fetch began, or it counts as not shown
+    (``ack_seq`` and ``reader`` are tickets of one book).
+    """
+    if exchange_ts != snapshot_ms:
+        return exchange_ts < snapshot_ms
+    return reader is None or ack_seq is None or ack_seq < reader
+
+
+@dataclass(slots=True)
 class SettledSell:
-    """What a final sell leaves behind: its fill and when the exchange accepted it."""
+    """What a final sell leaves behind: its fill and when the exchange accepted it.
+
+    Never changed once made (not frozen: that would cost a setattr call per field,
+    once per exit)."""
 
     exchange_ts: int | None
     local_ack_ms: int | None
@@ -183,23 +234,27 @@ class SettledSell:
     final_ts: int | None = None  # exchange clock: when the order became final
     settled_ms: int = 0  # local wall clock: when the guard saw it final
     last_fill_ts: int | None = None  # exchange clock: its last fill (what moves a position)
+    ack_seq: int | None = None  # the book's ticket when it was acknowledged here
 
     # From this exchange time on, a snapshot shows the sell whole: no correction.
     quiet: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.exchange_ts is not None:
-            quiet = max(self.exchange_ts, self.final_ts or self.exchange_ts)
-            object.__setattr__(self, "quiet", quiet)
+            self.quiet = max(self.exchange_ts, self.final_ts or self.exchange_ts)
 
-    def reflected_in(self, snapshot_ms: int | None, snapshot_local_ms: int) -> bool:
+    def reflected_in(
+        self, snapshot_ms: int | None, snapshot_local_ms: int, reader: int | None = None
+    ) -> bool:
         if self.exchange_ts is not None and snapshot_ms is not None:
-            return self.exchange_ts <= snapshot_ms
+            return _accepted_before(self.exchange_ts, self.ack_seq, snapshot_ms, reader)
         if self.local_ack_ms is not None:
             return self.local_ack_ms <= snapshot_local_ms
         return False
 
-    def correction(self, snapshot_ms: int | None, snapshot_local_ms: int) -> Decimal:
+    def correction(
+        self, snapshot_ms: int | None, snapshot_local_ms: int, reader: int | None = None
+    ) -> Decimal:
         """What to take off a snapshot's free balance for this final sell.
 
         Taken before the exchange accepted it: the snapshot still counts what it
@@ -208,7 +263,7 @@ class SettledSell:
         when the exchange's own clocks prove the order (the snapshot's and the
         order's final timestamp); otherwise never count on it.
         """
-        if not self.reflected_in(snapshot_ms, snapshot_local_ms):
+        if not self.reflected_in(snapshot_ms, snapshot_local_ms, reader):
             return self.filled
         if (
             self.final_ts is not None
@@ -230,9 +285,15 @@ class AssetSells:
     # fresh one skips them all at once. None: unknown (a sell without exchange
     # time is kept). May run ahead of the sells still kept: that only costs a look.
     quiet_by: int | None = -1
+    # The latest acknowledgement ticket among the settled sells (kept or gone): a
+    # snapshot of the quiet_by millisecond read by an exit admitted after it shows
+    # them all whole too.
+    acked_by: int = 0
 
     def add_settled(self, sell: SettledSell) -> None:
         self.settled.append(sell)
+        if sell.ack_seq is not None and sell.ack_seq > self.acked_by:
+            self.acked_by = sell.ack_seq
         if sell.quiet is None:
             self.quiet_by = None
         elif self.quiet_by is not None:
@@ -256,6 +317,9 @@ class Admission:
     handed_over: ExitRecord | None = None
 
 
+ADMITTED = Admission("admitted")  # the usual answer: one shared, never changed
+
+
 @dataclass
 class BalanceFlight:
     """One fetch_balance shared by every exit admitted before it started.
@@ -273,7 +337,8 @@ class BalanceFlight:
     done: threading.Event | None = None
     result: Any = None
     error: BaseException | None = None
-    callbacks: list[Callable[[], None]] = field(default_factory=list)
+    # Made for the first task that waits (Book.balance_subscribe), like ``done``.
+    callbacks: list[Callable[[], None]] | None = None
 
     @property
     def abandoned(self) -> bool:
@@ -326,6 +391,10 @@ class Book:
         with self.mutex:
             return next(self._tickets)
 
+    def ticket_locked(self) -> int:
+        """``next_ticket``, for a caller that holds the mutex."""
+        return next(self._tickets)
+
     def count(self, name: str, n: int = 1) -> None:
         with self.mutex:
             self.counters[name] = self.counters.get(name, 0) + n
@@ -350,7 +419,7 @@ class Book:
                 state.holder = rec
                 rec.ticket = next(self._tickets)
                 rec.phase = Phase.ADMITTED
-                return Admission("admitted")
+                return ADMITTED
             if rec.replaces is not None and rec.replaces in (
                 holder.order_id,
                 holder.client_order_id,
@@ -451,8 +520,9 @@ class Book:
         """How an exit admitted at ``ticket`` gets holdings fetched after its admission.
 
         ``("use", f)``: a finished fetch started after admission; ``("join", f)``:
-        wait for ``f``; ``("lead", f)``: wait for ``f.after`` if set, then call
-        :meth:`balance_start` and fetch for everyone who joined ``f``.
+        wait for ``f``; ``("lead", f)``: fetch for everyone who joined ``f``; if
+        ``f.after`` is set, first wait for it, then call :meth:`balance_start`
+        (with nothing on the wire, ``f`` is started here: one critical section).
         At most two fetches serve any burst: the one on the wire, and the next.
         ``what`` keeps balances and positions apart.
         """
@@ -466,7 +536,12 @@ class Book:
             if pending is not None:
                 return "join", pending
             flight = BalanceFlight(after=current, what=what)
-            slots[1] = flight
+            if current is None:  # nobody to wait for: on the wire at once
+                flight.ticket = next(self._tickets)
+                flight.started_ms = int(time.time() * 1000)
+                slots[0] = flight
+            else:
+                slots[1] = flight
             return "lead", flight
 
     def balance_start(self, flight: BalanceFlight, started_ms: int) -> None:
@@ -489,7 +564,7 @@ class Book:
                 slots[1] = None
             if flight.error is None and (slots[2] is None or flight.ticket > slots[2].ticket):
                 slots[2] = flight
-            callbacks, flight.callbacks = flight.callbacks, []
+            callbacks, flight.callbacks = flight.callbacks or (), None
             flight.finished = True
             if flight.done is not None:
                 flight.done.set()
@@ -516,6 +591,8 @@ class Book:
         with self.mutex:
             if flight.finished:
                 return False
+            if flight.callbacks is None:
+                flight.callbacks = []
             flight.callbacks.append(callback)
             return True
 
@@ -532,33 +609,42 @@ class Book:
                 sells.inflight.remove(rec)
                 self._maybe_forget(rec.holding, sells)
 
-    def settle_sell(self, rec: ExitRecord) -> None:
-        """A sell is final: keep what it filled, for snapshots that do not show it yet."""
+    def settle(self, rec: ExitRecord) -> None:
+        """A record is final: no longer tracked; an exit's sell is kept for stale snapshots."""
+        holding = rec.holding if rec.kind == "exit" else None
         with self.mutex:
-            sells = self.sells.get(rec.holding)
-            if sells is None:
-                return
-            if rec in sells.inflight:
-                sells.inflight.remove(rec)
-            if rec.filled > 0 or (rec.final_ts is not None and rec.amount):
-                sells.add_settled(
-                    SettledSell(
-                        rec.exchange_ts,
-                        rec.local_ack_ms,
-                        rec.submitted_ms,
-                        rec.filled,
-                        self.clock(),
-                        rec.amount or ZERO,
-                        rec.final_ts,
-                        int(time.time() * 1000),
-                        rec.last_fill_ts,
-                    )
+            self._untrack(rec)
+            if holding is not None:
+                self._settle_sell(rec, holding)
+
+    def _settle_sell(self, rec: ExitRecord, holding: str) -> None:
+        """A sell is final: keep what it filled, for snapshots that do not show it yet."""
+        # Called under the mutex (settle).
+        sells = self.sells.get(holding)
+        if sells is None:
+            return
+        if rec in sells.inflight:
+            sells.inflight.remove(rec)
+        if rec.filled > 0 or (rec.final_ts is not None and rec.amount):
+            sells.add_settled(
+                SettledSell(
+                    rec.exchange_ts,
+                    rec.local_ack_ms,
+                    rec.submitted_ms,
+                    rec.filled,
+                    self.clock(),
+                    rec.amount or ZERO,
+                    rec.final_ts,
+                    int(time.time() * 1000),
+                    rec.last_fill_ts,
+                    rec.ack_seq,
                 )
-                if rec.holding not in self._scheduled:
-                    self._scheduled.add(rec.holding)
-                    heapq.heappush(self._sweep_queue, (self.clock(), rec.holding))
-            self._maybe_forget(rec.holding, sells)
-            self._sweep()
+            )
+            if holding not in self._scheduled:
+                self._scheduled.add(holding)
+                heapq.heappush(self._sweep_queue, (self.clock(), holding))
+        self._maybe_forget(holding, sells)
+        self._sweep()
 
     def _sweep(self) -> None:
         """Let other assets' settled sells go once they are past the keep window."""
@@ -604,46 +690,127 @@ class Book:
         and a final one's fills show only in snapshots newer than its end.
         """
         with self.mutex:
-            sells = self.sells.get(asset)
-            if sells is None:
-                return ZERO
-            self._maybe_forget(asset, sells)
-            total = ZERO
-            for rec in sells.inflight:
-                if rec is exclude:
-                    continue
-                if positional:
-                    total += rec.amount or ZERO
-                else:
-                    total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms)
-            # Spot snapshots with an exchange time: settled sells it shows whole are skipped.
-            seen_by = snapshot_ms if not positional else None
-            if seen_by is not None and sells.quiet_by is not None and seen_by >= sells.quiet_by:
-                return total  # a fresh snapshot: it shows every settled sell whole
-            quiet_by: int | None = -1  # recomputed over the sells kept now
-            for done in sells.settled:
-                if seen_by is not None:
-                    quiet = done.quiet
-                    if quiet is None:
-                        quiet_by = None
-                        # fall through: no exchange time, compare by local time
-                    else:
-                        if quiet_by is not None:
-                            quiet_by = max(quiet_by, quiet)
-                        if seen_by >= quiet:
-                            continue  # the snapshot shows it whole
-                if positional:
-                    # A position moves only on fills: its time is its last change.
-                    if snapshot_ms is not None and done.last_fill_ts is not None:
-                        seen = done.last_fill_ts <= snapshot_ms
-                    else:  # no exchange clock to compare: a fetch begun after we saw it final
-                        seen = done.settled_ms <= snapshot_local_ms
-                    total += ZERO if seen else done.filled
-                else:
-                    total += done.correction(snapshot_ms, snapshot_local_ms)
+            return self._unreflected(asset, snapshot_ms, snapshot_local_ms, exclude, positional)
+
+    def reserve_sellable(
+        self,
+        rec: ExitRecord,
+        free: Decimal,
+        snapshot_ms: int | None,
+        snapshot_local_ms: int,
+        *,
+        freed: Decimal = ZERO,
+        ledger: bool = False,
+        ledger_freed: Decimal = ZERO,
+        reader: int | None = None,
+    ) -> Decimal:
+        """What ``rec`` may sell of its asset, and the most it will sell reserved, at once.
+
+        Two symbols of one asset (BTC/USDT, BTC/EUR) have two close locks: their
+        exits run side by side. Each one's sellable (the snapshot's free amount,
+        less what other sells took that the snapshot does not show, capped by
+        the ledger) and its reservation are one critical section, so the second
+        sees the first's reservation: together they never sell more than there
+        is. The reservation is the requested amount (everything, unsized) capped
+        at the sellable; the clamp only ever lowers it (:meth:`settle_reservation`).
+        ``freed``: what an edit's amended order had locked; ``ledger_freed``: its
+        ledger reservation not yet filled. ``reader``: the ticket of the balance
+        fetch the snapshot came from, taken when it started (see
+        :func:`_accepted_before`); without it, the exit's admission ticket, which
+        is older, so a tie is read the cautious way.
+        """
+        asset = rec.holding
+        requested = rec.call.amount if rec.call is not None else None
+        with self.mutex:
+            # Same-millisecond ties are judged by what this book saw first.
+            unreflected = self._unreflected(
+                asset, snapshot_ms, snapshot_local_ms, rec, reader=reader or rec.ticket
+            )
+            sellable = free - unreflected + freed
+            if ledger:
+                sellable = min(sellable, max(self.ledger.get(asset, ZERO), ZERO) + ledger_freed)
+            sellable = max(sellable, ZERO)
+            hold = sellable if requested is None else min(requested, sellable)
+            rec.amount = hold  # other exits of the asset count it from now on
+            inflight = self._sells(asset).inflight
+            if rec not in inflight:
+                inflight.append(rec)
+            if ledger and hold > rec.ledger_reserved:
+                # An edit may hold more than the ledger has: the amended order's part.
+                # That part is owed (a negative ledger) until the amended order gives
+                # its own reservation back; a floor at zero would forget the debt.
+                self.ledger[asset] = self.ledger.get(asset, ZERO) + rec.ledger_reserved - hold
+                rec.ledger_reserved = hold
+            return sellable
+
+    def settle_reservation(self, rec: ExitRecord, ledger: bool = False) -> None:
+        """The clamp decided ``rec.amount``: hold that, give back the rest of the reservation."""
+        with self.mutex:
+            inflight = self._sells(rec.holding).inflight
+            if rec not in inflight:
+                inflight.append(rec)  # no reservation was made (a position's close)
+            if ledger and rec.amount is not None and rec.ledger_reserved != rec.amount:
+                self._ledger_add(rec.market.base, rec.ledger_reserved - rec.amount)
+                rec.ledger_reserved = rec.amount
+
+    def _unreflected(
+        self,
+        asset: str,
+        snapshot_ms: int | None,
+        snapshot_local_ms: int,
+        exclude: ExitRecord,
+        positional: bool = False,
+        reader: int | None = None,
+    ) -> Decimal:
+        sells = self.sells.get(asset)
+        if sells is None:
+            return ZERO
+        self._maybe_forget(asset, sells)
+        total = ZERO
+        for rec in sells.inflight:
+            if rec is exclude:
+                continue
+            if positional:
+                total += rec.amount or ZERO
+            else:
+                total += rec.not_reflected_in(snapshot_ms, snapshot_local_ms, reader)
+        # Spot snapshots with an exchange time: settled sells it shows whole are skipped
+        # (of its own millisecond, only those acknowledged before the reader's admission).
+        seen_by = snapshot_ms if not positional else None
+        fresh_by = sells.quiet_by
+        if (
+            seen_by is not None
+            and fresh_by is not None
+            and (
+                seen_by > fresh_by
+                or (seen_by == fresh_by and (reader is None or sells.acked_by < reader))
+            )
+        ):
+            return total  # a fresh snapshot: it shows every settled sell whole
+        quiet_by: int | None = -1  # recomputed over the sells kept now
+        for done in sells.settled:
             if seen_by is not None:
-                sells.quiet_by = quiet_by
-            return total
+                quiet = done.quiet
+                if quiet is None:
+                    quiet_by = None
+                    # fall through: no exchange time, compare by local time
+                else:
+                    if quiet_by is not None:
+                        quiet_by = max(quiet_by, quiet)
+                    if seen_by > quiet or (seen_by == quiet and reader is None):
+                        continue  # the snapshot shows it whole (a tie: correction decides)
+            if positional:
+                # A position moves only on fills: its time is its last change.
+                if snapshot_ms is not None and done.last_fill_ts is not None:
+                    seen = done.last_fill_ts <= snapshot_ms
+                else:  # no exchange clock to compare: a fetch begun after we saw it final
+                    seen = done.settled_ms <= snapshot_local_ms
+                total += ZERO if seen else done.filled
+            else:
+                total += done.correction(snapshot_ms, snapshot_local_ms, reader)
+        if seen_by is not None:
+            sells.quiet_by = quiet_by
+        return total
 
     def sold_since(self, asset: str, submitted_ms: int, exclude: ExitRecord) -> Decimal:
         """What other exits of ``asset`` submitted since ``submitted_ms`` filled."""
@@ -684,34 +851,63 @@ class Book:
     # -- ledger ----------------------------------------------------------------------
     def ledger_available(self, asset: str) -> Decimal:
         with self.mutex:
-            return self.ledger.get(asset, ZERO)
+            return max(self.ledger.get(asset, ZERO), ZERO)
+
+    def ledger_owned(self, asset: str, exclude: ExitRecord) -> Decimal:
+        """What the bot still owns of ``asset`` besides ``exclude``: the ledger, and what
+        other exits in flight hold reserved and have not sold (they may give it back)."""
+        with self.mutex:
+            owned = self.ledger.get(asset, ZERO)
+            sells = self.sells.get(asset)
+            for rec in sells.inflight if sells is not None else ():
+                # An adopted order's earlier fills were never part of its reservation.
+                sold = rec.filled - rec.filled_before
+                if rec is not exclude and rec.ledger_reserved > sold:
+                    owned += rec.ledger_reserved - sold
+            return max(owned, ZERO)
 
     def ledger_add(self, asset: str, delta: Decimal) -> Decimal:
         with self.mutex:
-            value = self.ledger.get(asset, ZERO) + delta
-            if value > 0:
-                self.ledger[asset] = value
-            else:
-                self.ledger.pop(asset, None)
-                value = ZERO if value >= 0 else value
-            return value
+            return self._ledger_add(asset, delta)
+
+    def _ledger_add(self, asset: str, delta: Decimal) -> Decimal:
+        before = self.ledger.get(asset, ZERO)
+        value = before + delta
+        # A debt (an edit's borrowed reservation) is kept until repaid; anything else
+        # floors at zero: selling more than the ledger says never makes it negative.
+        if value > 0 or (value < 0 and before < 0):
+            self.ledger[asset] = value
+        else:
+            self.ledger.pop(asset, None)
+            value = ZERO if value >= 0 else value
+        return value
 
     # -- tracked orders ----------------------------------------------------------------
     def track(self, rec: ExitRecord) -> None:
         with self.mutex:
-            self.tracked[rec.exit.exit_id] = rec
-            if rec.order_id:
-                self.by_order_id[rec.order_id] = rec
-            if rec.client_order_id:
-                self.by_client_id[rec.client_order_id] = rec
+            self.track_locked(rec)
+
+    def track_locked(self, rec: ExitRecord) -> None:
+        """``track``, for a caller that holds the mutex."""
+        exit = rec.exit
+        self.tracked[exit.exit_id] = rec
+        if exit.order_id:
+            self.by_order_id[exit.order_id] = rec
+        if exit.client_order_id:
+            self.by_client_id[exit.client_order_id] = rec
 
     def untrack(self, rec: ExitRecord) -> None:
         with self.mutex:
-            self.tracked.pop(rec.exit.exit_id, None)
-            if rec.order_id and self.by_order_id.get(rec.order_id) is rec:
-                del self.by_order_id[rec.order_id]
-            if rec.client_order_id and self.by_client_id.get(rec.client_order_id) is rec:
-                del self.by_client_id[rec.client_order_id]
+            self._untrack(rec)
+
+    def _untrack(self, rec: ExitRecord) -> None:
+        exit = rec.exit
+        self.tracked.pop(exit.exit_id, None)
+        order_id, client_order_id = exit.order_id, exit.client_order_id
+        if order_id and self.by_order_id.get(order_id) is rec:
+            del self.by_order_id[order_id]
+        if client_order_id and self.by_client_id.get(client_order_id) is rec:
+            del self.by_client_id[client_order_id]
 
     def find(self, order_id: str | None, client_order_id: str | None) -> ExitRecord | None:
         with self.mutex:

@@ -21,14 +21,14 @@ awaits and no sockets, so tests can drive it step by step.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import ccxt
+from opentelemetry.trace import INVALID_SPAN
 
 from ._adapter import Adapter, EntryPoint, OrderCall
 from ._backend import JournalEntry, Lease
@@ -44,17 +44,20 @@ from ._errors import (
 )
 from ._hooks import Hooks
 from ._model import (
+    NO_PARAMS,
     ZERO,
     Exit,
     MarketInfo,
     OrderView,
     Outcome,
     Phase,
+    divide_down,
     new_exit,
     outcome_of,
     redact,
     to_decimal,
     to_float,
+    unique_id,
 )
 from ._options import ON_CONFLICT, Options
 from ._telemetry import Telemetry
@@ -70,7 +73,9 @@ T = TypeVar("T")
 
 
 # -- effects: what the engine asks its driver to do -------------------------------------
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ pays a setattr call per field, and a few
+# effects are made for every exit. Nobody changes an effect once it is yielded.
+@dataclass(slots=True)
 class Call:
     """Call ``method`` on the raw client; the reply (or its exception) comes back."""
 
@@ -81,11 +86,11 @@ class Call:
     span: Any = None  # the stage span a client instrumentation should nest under
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FetchBalance:
     """Holdings from a fetch_balance that started after ``ticket`` (shared by a single flight).
 
-    Returns ``(balance, started_ms)``: the ccxt balance and the local wall clock
+    Returns ``(balance, started_ms, ticket)``: the ccxt balance, the local wall clock
     (ms) when its request started. ``what`` may also be "positions" (derivatives)
     or "tickers" (every price in one call): the same flight serves those.
     """
@@ -107,7 +112,7 @@ FETCHES = {
 LISTING_MAY_BE_A_PAGE = 50
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WaitRelease:
     """Block until the lock of ``key`` is released after ``generation``, or ``timeout`` passes."""
 
@@ -116,12 +121,12 @@ class WaitRelease:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notify:
     """Call an observer hook (isolated: its errors are logged, never raised)."""
 
@@ -130,7 +135,7 @@ class Notify:
     span: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ask:
     """Call a firstresult policy hook; the result comes back."""
 
@@ -139,7 +144,7 @@ class Ask:
     span: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Collect:
     """Call every implementation of a policy hook; returns ``[(plugin, result or exception)]``."""
 
@@ -148,7 +153,7 @@ class Collect:
     span: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Acquire:
     """Take the backend lease of ``key``; returns a Lease, or None if another process holds it."""
 
@@ -156,33 +161,33 @@ class Acquire:
     owner: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Leases:
     """The live backend leases whose keys start with ``prefix`` (a scan: rare use only)."""
 
     prefix: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Holder:
     """The live backend lease of ``key``, or None (one lookup)."""
 
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Release:
     lease: Lease
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Renew:
     """Extend a lease; returns the renewed Lease, or None if it is no longer ours."""
 
     lease: Lease
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scan:
     """The journal's exits in flight for (account, symbol), or every symbol (None)."""
 
@@ -190,12 +195,12 @@ class Scan:
     symbol: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Journal:
     entry: JournalEntry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Track:
     """Hand a record whose order is not final to the background tracker."""
 
@@ -332,7 +337,10 @@ class Engine:
         if not self.adapter.markets_loaded(self.client):
             yield Call("load_markets", purpose="markets")
         try:
-            markets = [self.adapter.market_info(self.client, c.symbol) for c in calls]
+            if len(calls) == 1:
+                markets = [self.adapter.market_info(self.client, calls[0].symbol)]
+            else:
+                markets = [self.adapter.market_info(self.client, c.symbol) for c in calls]
         except ccxt.BaseError as error:
             self._refused(entry, args, kwargs, error)
             raise
@@ -376,7 +384,7 @@ class Engine:
         return (yield from self.exit(call, market, position_side=side))
 
     def _position(self, symbol: str, ticket: int) -> Flow[tuple[str | None, Decimal, int | None]]:
-        positions, _ = yield FetchBalance(ticket, what="positions")
+        positions, _, _ = yield FetchBalance(ticket, what="positions")
         return self.adapter.position(positions, symbol)
 
     # =====================================================================================
@@ -414,7 +422,9 @@ class Engine:
             retried = yield from self._admit(rec, call)
             if retried is not None:
                 return retried
-            veto = yield from self._ask(rec, "nija_guard_exit_veto", exit=rec.exit)
+            veto = self.hooks.wants("nija_guard_exit_veto") and (
+                yield from self._ask(rec, "nija_guard_exit_veto", exit=rec.exit)
+            )
             if veto:
                 yield from self._vetoed(rec, str(veto))
 
@@ -423,13 +433,14 @@ class Engine:
 
             # 5 and 7. Clamp to holdings (and to the ledger), rounded down; dust refused.
             amount = yield from self._clamp(rec, call, sellable)
-            amount = yield from self._policy_amount(rec, amount)
+            if self.hooks.wants("nija_guard_exit_amount"):
+                amount = yield from self._policy_amount(rec, amount)
             self._check_whole_close(rec, call, amount)
 
             # 6. A client order id of the guard's, journaled before anything is sent.
             cid = (
-                self.adapter.bot_client_order_id(call)
-                or self.book.not_placed.take(rec.intent, self.clock())
+                rec.bot_cid
+                or self._reused_client_order_id(rec)
                 or self.adapter.new_client_order_id(self.client)
             )
             rec.amount = amount
@@ -488,16 +499,20 @@ class Engine:
         previous = rec.replaced
         if previous is not None and view.id is not None and view.id == previous.order_id:
             self._retire_amended(previous, rec)
-        self._acknowledged(rec, view, track=False)
-        # Journaled before it is tracked: the tracker may settle it the moment it is, and
-        # a slow "submitted" write landing after "settled" would bring the row back.
-        try:
-            yield from self._journal(rec, "submitted")
-        finally:
-            self.book.track(rec)  # whatever the journal did, the order exists: follow it
-        yield from self._notify(
-            rec, "nija_guard_order_submitted", exit=rec.exit, order=dict(view.raw)
-        )
+        if not self.durable:
+            self._acknowledged(rec, view)  # and tracked: no journal to write first
+        else:
+            self._acknowledged(rec, view, track=False)
+            # Journaled before it is tracked: the tracker may settle it the moment it is,
+            # and a slow "submitted" write landing after "settled" would bring the row back.
+            try:
+                yield from self._journal(rec, "submitted")
+            finally:
+                self.book.track(rec)  # whatever the journal did, the order exists: follow it
+        if self.hooks.wants("nija_guard_order_submitted"):  # a copy of the order for it
+            yield from self._notify(
+                rec, "nija_guard_order_submitted", exit=rec.exit, order=dict(view.raw)
+            )
         if view.status is None or view.filled is None:
             # Some venues (kraken) answer without status or fill: ask once.
             view = yield from self._confirm(rec, view)
@@ -585,8 +600,10 @@ class Engine:
                     if rec.replaced is not None:
                         # An edit continues the exit it amends, lease included.
                         lease, rec.replaced.lease = rec.replaced.lease, None
-                    else:
+                    elif self.durable:
                         lease = yield from self._take_lease(self._lease_key(rec), rec)
+                    else:
+                        lease = LOCAL_LEASE  # one process: the close lock is the only lock
                     if lease is None:
                         # Another process holds the lease of this symbol.
                         for wake in self.book.release(rec):
@@ -601,8 +618,8 @@ class Engine:
                         continue
                     rec.lease = lease
                     # A process that died mid-exit left it in the journal: settle that first.
-                    holder = yield from self._recover(rec)
-                    if holder is None:
+                    holder = (yield from self._recover(rec)) if self.durable else None
+                    if holder is None and rec.exit.symbol not in self.book.adopted:
                         holder = yield from self._adopt(rec)
                     if holder is None:
                         return None
@@ -649,11 +666,14 @@ class Engine:
                 yield WaitRelease(holder.key, admission.generation, remaining)
         finally:
             self._end_stage(rec, span)
-            self.telemetry.record("lock_wait", self.clock() - waiting_since)
+            if rec.metered:
+                self.telemetry.record("lock_wait", self.clock() - waiting_since)
 
     def _retry_of(self, rec: ExitRecord) -> OrderView | None:
         """A repeat of an exit whose outcome was unknown and turned out executed."""
-        prior = self.book.resolved.get(rec.intent, self.clock())
+        if not self.book.resolved:
+            return None
+        prior = self.book.resolved.get(self._intent(rec), self.clock())
         if prior is None or prior.last_order is None:
             return None
         self.book.resolved.pop(rec.intent)
@@ -798,7 +818,7 @@ class Engine:
         ):
             return None
         try:
-            listing, _ = yield FetchBalance(rec.ticket, what="open_orders")
+            listing, _, _ = yield FetchBalance(rec.ticket, what="open_orders")
         except ccxt.NetworkError:
             return None  # a passing fault: this exit asks for its symbol
         except ccxt.BaseError:
@@ -820,26 +840,34 @@ class Engine:
             return (yield from self._refresh_position(rec))
         span = self._stage(rec, "nija_guard.balance_refresh")
         try:
-            balance, started_ms = yield FetchBalance(rec.ticket)
+            balance, started_ms, fetch_ticket = yield FetchBalance(rec.ticket)
         finally:
             self._end_stage(rec, span)
-        base = rec.market.base
-        free, total, stamp = self.adapter.holdings(balance, base)
-        # A snapshot older than our own latest sells still counts them as held.
-        sellable = free - self.book.unreflected_sells(base, stamp, started_ms, exclude=rec)
+        free, total, stamp = self.adapter.holdings(balance, rec.market.base)
+        freed = ledger_freed = ZERO
         if rec.replaced is not None:
             # An edit frees what the order it amends had locked.
-            sellable += max(rec.replaced.amount or ZERO, ZERO) - rec.replaced.filled
-        elif rec.replaces is not None:
-            sellable += yield from self._remaining_of(rec.replaces, rec.exit.symbol)
-        if self.options.ownership == "ledger":
-            owned = self.book.ledger_available(base)
-            if rec.replaced is not None and rec.replaced.ledger_reserved:
+            freed = max(rec.replaced.amount or ZERO, ZERO) - rec.replaced.filled
+            if rec.replaced.ledger_reserved:
                 # The amended order's reservation covers what it has not filled.
-                owned += rec.replaced.ledger_reserved - rec.replaced.filled
-            sellable = min(sellable, owned)
+                ledger_freed = rec.replaced.ledger_reserved - rec.replaced.filled
+        elif rec.replaces is not None:
+            freed = yield from self._remaining_of(rec.replaces, rec.exit.symbol)
+        # A snapshot older than our own latest sells still counts them as held; another
+        # symbol's exit of this asset may be clamping right now: reserve as we read.
+        rec.sellable = self.book.reserve_sellable(
+            rec,
+            free,
+            stamp,
+            started_ms,
+            freed=freed,
+            ledger=self.options.ownership == "ledger",
+            ledger_freed=ledger_freed,
+            reader=fetch_ticket,
+        )
         rec.pre_total, rec.pre_free = total, free
-        rec.sellable = max(sellable, ZERO)
+        if not self.hooks.wants("nija_guard_balance_refreshed"):
+            return rec.sellable
         yield from self._notify(
             rec,
             "nija_guard_balance_refreshed",
@@ -855,7 +883,7 @@ class Engine:
         """Derivatives: the open position, fetched after admission, is what an exit may close."""
         span = self._stage(rec, "nija_guard.balance_refresh")
         try:
-            positions, started_ms = yield FetchBalance(rec.ticket, what="positions")
+            positions, started_ms, _ = yield FetchBalance(rec.ticket, what="positions")
         finally:
             self._end_stage(rec, span)
         side, contracts, stamp = self.adapter.position(positions, rec.exit.symbol)
@@ -897,7 +925,7 @@ class Engine:
             )
         limit = sellable
         if market.sell_fee_rate_in_base:
-            limit = sellable / (1 + market.sell_fee_rate_in_base)
+            limit = divide_down(sellable, 1 + market.sell_fee_rate_in_base)
         price = call.price or self.book.prices.get(rec.exit.symbol, self.clock())
         requested = call.amount
         if requested is None and call.cost is not None:
@@ -940,7 +968,8 @@ class Engine:
                     reason=why,
                 )
             raise DustPosition(f"dust position on {rec.key}: {why}; no order sent", exit=rec.exit)
-        self.book.dust.pop(rec.key)
+        if self.book.dust:
+            self.book.dust.pop(rec.key)
         if requested is not None and amount != requested:
             reason = "holdings" if limit < requested else "precision"
             self.telemetry.count("clamps", reason=reason)
@@ -1056,7 +1085,7 @@ class Engine:
         # exit asks for its own (binance weighs the listing 40 times one ticker).
         if not fresh and len(self.book.symbols) > 1 and self.adapter.lists_prices(self.client):
             try:
-                tickers, _ = yield FetchBalance(rec.ticket, what="tickers")
+                tickers, _, _ = yield FetchBalance(rec.ticket, what="tickers")
             except Exception:
                 tickers = None  # a listing that fails, or that ccxt cannot parse: ask for ours
             if isinstance(tickers, Mapping):
@@ -1103,9 +1132,10 @@ class Engine:
         """Account for an order report; settle when it is final. The one place state moves."""
         if rec.settled:
             return
-        view = yield from self._with_fills(rec, view)
+        if self._lacks_fills(view):
+            view = yield from self._confirm(rec, view)
         delta = self._account_fill(rec, view)
-        if delta > 0:
+        if delta > 0 and self.hooks.wants("nija_guard_order_filled"):
             yield from self._notify(
                 rec,
                 "nija_guard_order_filled",
@@ -1124,7 +1154,8 @@ class Engine:
 
     def _settle_for(self, holder: ExitRecord, view: OrderView, successor: ExitRecord) -> Flow[bool]:
         """Settle ``holder`` and hand its lock straight to ``successor`` (replace)."""
-        view = yield from self._with_fills(holder, view)
+        if self._lacks_fills(view):
+            view = yield from self._confirm(holder, view)
         delta = self._account_fill(holder, view)
         if delta > 0:
             yield from self._notify(
@@ -1147,25 +1178,24 @@ class Engine:
         successor: ExitRecord | None = None,
     ) -> Flow[None]:
         """Final: book the result, flush on a full close, fire hooks, then release the lock."""
-        self.book.untrack(rec)
+        if view is not None:
+            stamp = view.raw.get("lastUpdateTimestamp") or view.raw.get("lastTradeTimestamp")
+            rec.final_ts = int(stamp) if isinstance(stamp, (int, float)) and stamp > 0 else None
+        self.book.settle(rec)  # untracked; a sell is kept for snapshots that lag behind it
         if rec.kind == "buy":
             return
         span = self._stage(rec, "nija_guard.settlement")
         try:
-            if view is not None:
-                stamp = view.raw.get("lastUpdateTimestamp") or view.raw.get("lastTradeTimestamp")
-                rec.final_ts = int(stamp) if isinstance(stamp, (int, float)) and stamp > 0 else None
-            self.book.settle_sell(rec)
             if self.options.ownership == "ledger" and rec.ledger_reserved:
                 sold = rec.filled - rec.filled_before + rec.base_fee
                 self.book.ledger_add(rec.market.base, rec.ledger_reserved - sold)
                 rec.ledger_reserved = ZERO
             rec.exit = rec.exit.evolve(outcome=outcome, filled=float(rec.filled))
-            if rec.submitted_mono is not None and view is not None:
+            if rec.metered and rec.submitted_mono is not None and view is not None:
                 self.telemetry.record(
                     "settlement", self.clock() - rec.submitted_mono, outcome=outcome.value
                 )
-            if span.is_recording():
+            if span is not INVALID_SPAN and span.is_recording():
                 span.set_attributes(
                     {"nija_guard.outcome": outcome.value, "nija_guard.filled": float(rec.filled)}
                 )
@@ -1181,12 +1211,13 @@ class Engine:
                     rec.filled,
                     extra=self._log_fields(rec, "settled"),
                 )
-            yield from self._notify(
-                rec,
-                "nija_guard_order_settled",
-                exit=rec.exit,
-                order=dict(view.raw) if view else None,
-            )
+            if self.hooks.wants("nija_guard_order_settled"):
+                yield from self._notify(
+                    rec,
+                    "nija_guard_order_settled",
+                    exit=rec.exit,
+                    order=dict(view.raw) if view else None,
+                )
             if flushed:
                 yield from self._notify(
                     rec, "nija_guard_position_flushed", exit=rec.exit, symbol=rec.exit.symbol
@@ -1197,6 +1228,19 @@ class Engine:
             yield from self._unlock(rec, successor=successor, hand_back=never_placed)
 
     def _unlock(
+        self, rec: ExitRecord, *, successor: ExitRecord | None = None, hand_back: bool = False
+    ) -> Iterable[Any]:
+        """Give up ``rec``'s lease, then its close lock (``yield from`` it)."""
+        lease = rec.lease
+        if successor is None and rec.replaced is None and (lease is None or lease is LOCAL_LEASE):
+            # The usual case: no backend lease, nothing to hand on: release it now.
+            rec.lease = None
+            for wake in self.book.release(rec):
+                wake()
+            return ()
+        return self._unlock_and_hand_on(rec, successor=successor, hand_back=hand_back)
+
+    def _unlock_and_hand_on(
         self, rec: ExitRecord, *, successor: ExitRecord | None = None, hand_back: bool = False
     ) -> Flow[None]:
         """Give up ``rec``'s lease, then its close lock.
@@ -1244,7 +1288,8 @@ class Engine:
         if rec.filled <= 0:
             return False
         if self.options.ownership == "ledger":
-            left = self.book.ledger_available(rec.market.base)
+            # Other exits of the asset in flight may give their reservations back.
+            left = self.book.ledger_owned(rec.market.base, exclude=rec)
         elif rec.sellable is not None:
             left = rec.sellable - rec.filled - rec.base_fee
         else:
@@ -1261,13 +1306,12 @@ class Engine:
             if left <= 0 or rec.market.below_minimum(rec.market.floor_amount(left), None):
                 self.book.ledger_add(rec.market.base, -left)
 
-    def _with_fills(self, rec: ExitRecord, view: OrderView) -> Flow[OrderView]:
+    @staticmethod
+    def _lacks_fills(view: OrderView) -> bool:
         """A final report that leaves out what filled (htx's cancel reply is the ack plus
-        ``status: canceled``) is asked about once: settling on the fills seen last would
-        give back what sold since."""
-        if view.is_final and view.filled is None and view.remaining is None and view.id:
-            return (yield from self._confirm(rec, view))
-        return view
+        ``status: canceled``) is asked about once (``_confirm``): settling on the fills
+        seen last would give back what sold since."""
+        return view.is_final and view.filled is None and view.remaining is None and bool(view.id)
 
     def _account_fill(self, rec: ExitRecord, view: OrderView) -> Decimal:
         """Book new fills of ``rec``'s order; returns the newly filled amount."""
@@ -1295,7 +1339,7 @@ class Engine:
             if isinstance(stamp, (int, float)) and stamp > 0:
                 rec.last_fill_ts = int(stamp)
         if view.average:
-            self.book.prices.put(rec.exit.symbol, view.average, self.clock())
+            self.book.prices.refresh(rec.exit.symbol, view.average, self.clock())
         if rec.kind == "buy":
             credit = filled - view.base_fee - rec.credited
             if credit > 0:
@@ -1348,7 +1392,9 @@ class Engine:
                         dropped = yield from self._edit_took_effect(rec)
                     if not dropped:
                         if self.book.claim_settlement(rec):
-                            self.book.not_placed.put(rec.intent, rec.client_order_id, self.clock())
+                            self.book.not_placed.put(
+                                self._intent(rec), rec.client_order_id, self.clock()
+                            )
                             yield from self._notify(
                                 rec,
                                 "nija_guard_outcome_resolved",
@@ -1474,14 +1520,14 @@ class Engine:
         free: Decimal | None = None
         try:
             if rec.market.contract:
-                positions, started_ms = yield FetchBalance(
+                positions, started_ms, _ = yield FetchBalance(
                     self.book.next_ticket(), what="positions"
                 )
                 side, total, stamp = self.adapter.position(positions, rec.exit.symbol)
                 if side != rec.position_side:
                     total = ZERO
             else:
-                balance, started_ms = yield FetchBalance(self.book.next_ticket())
+                balance, started_ms, _ = yield FetchBalance(self.book.next_ticket())
                 free, total, stamp = self.adapter.holdings(balance, rec.market.base)
         except ccxt.BaseError:
             return True  # no evidence either way: stay unknown
@@ -1556,7 +1602,7 @@ class Engine:
             in_the_dark = not rec.caller_waiting and not rec.caller_informed
         if in_the_dark:
             # Only a caller left without an answer retries; one retry gets this order back.
-            self.book.resolved.put(rec.intent, rec, self.clock())
+            self.book.resolved.put(self._intent(rec), rec, self.clock())
         log.info(
             "reconciled exit %s: order %s is %s",
             rec.exit.exit_id,
@@ -1957,40 +2003,56 @@ class Engine:
     # =====================================================================================
     def _new_record(self, call: OrderCall, market: MarketInfo) -> ExitRecord:
         exit_value = self._exit_value(call)
-        rec = ExitRecord(exit=exit_value, market=market, key=call.symbol)
+        rec = ExitRecord(exit_value, market, call.symbol)
         rec.call = call
         rec.replaces = call.replaces
         rec.owner = self
-        # What makes a call "the same call again" (a retry after an unknown outcome):
-        # a stop-loss and a market sell of one amount are different calls.
-        rec.intent = (
-            call.symbol,
-            call.side,
-            call.type,
-            str(call.amount),
-            str(call.price),
-            str(call.cost),
-            self.adapter.bot_client_order_id(call),
-            call.entry.name,
-            call.replaces,
-            _params_key(call.params) if call.params else "",
-        )
+        rec.bot_cid = self.adapter.bot_client_order_id(call)
         rec.span = self.telemetry.start_exit(exit_value)
+        rec.metered = self.telemetry.metering()
         rec.span_context = rec.span.get_span_context()
         rec.started = self.clock()
         return rec
 
+    def _reused_client_order_id(self, rec: ExitRecord) -> str | None:
+        """A retry of a submit the exchange never got sends the same client id again."""
+        if not self.book.not_placed:
+            return None
+        return self.book.not_placed.take(self._intent(rec), self.clock())
+
+    @staticmethod
+    def _intent(rec: ExitRecord) -> tuple[Any, ...]:
+        """What makes a call "the same call again" (a retry after an unknown outcome):
+        a stop-loss and a market sell of one amount are different calls. Built when
+        first needed: most exits never look a retry up."""
+        call = rec.call
+        if not rec.intent and call is not None:
+            rec.intent = (
+                call.symbol,
+                call.side,
+                call.type,
+                str(call.amount),
+                str(call.price),
+                str(call.cost),
+                rec.bot_cid,
+                call.entry.name,
+                call.replaces,
+                _params_key(call.params) if call.params else "",
+            )
+        return rec.intent
+
     def _exit_value(self, call: OrderCall) -> Exit:
+        requested = call.amount if call.amount is not None else call.cost
         return new_exit(
-            exit_id=secrets.token_hex(8),
+            exit_id=unique_id(),
             account=self.account,
             symbol=call.symbol,
             side=call.side,
             type=call.type,
             method=call.entry.name,
-            requested_amount=to_float(call.amount if call.amount is not None else call.cost),
-            price=to_float(call.price),
-            params=redact(call.params),
+            requested_amount=None if requested is None else float(requested),
+            price=None if call.price is None else float(call.price),
+            params=redact(call.params) if call.params else NO_PARAMS,
             created_at=time.time(),
         )
 
@@ -1998,6 +2060,7 @@ class Engine:
         with self.book.mutex:
             rec.last_order = rec.last_order or view
             rec.local_ack_ms = rec.local_ack_ms or _now_ms()
+            rec.ack_seq = rec.ack_seq or self.book.ticket_locked()
             rec.exchange_ts = rec.exchange_ts or view.timestamp
             rec.phase = Phase.ACTIVE if not view.is_final else rec.phase
             changes: dict[str, Any] = {}
@@ -2007,14 +2070,12 @@ class Engine:
                 changes["client_order_id"] = view.client_order_id
             if changes:
                 rec.exit = rec.exit.evolve(**changes)
-        if track:
-            self.book.track(rec)
+            if track:
+                self.book.track_locked(rec)
 
     def _reserve(self, rec: ExitRecord) -> None:
-        self.book.add_sell(rec)
-        if self.options.ownership == "ledger" and rec.amount is not None:
-            self.book.ledger_add(rec.market.base, -(rec.amount + rec.base_fee))
-            rec.ledger_reserved = rec.amount
+        """Hold the clamped amount (reserved at the balance refresh as the most it could be)."""
+        self.book.settle_reservation(rec, ledger=self.options.ownership == "ledger")
 
     def _abandon(self, rec: ExitRecord) -> Flow[None]:
         """Nothing was sent: undo the reservation, give the lock back."""
@@ -2038,6 +2099,8 @@ class Engine:
     # -- spans: stages of the exit, or linked background work after its call ------------
     def _stage(self, rec: ExitRecord, name: str) -> Any:
         if rec.span is not None:
+            if rec.span is INVALID_SPAN:
+                return INVALID_SPAN  # no tracing: no stages either
             span = self.telemetry.child(rec.span, name)
         else:
             span = self.telemetry.background(rec.span_context, name, rec.exit)
@@ -2046,6 +2109,8 @@ class Engine:
         return span
 
     def _end_stage(self, rec: ExitRecord, span: Any) -> None:
+        if span is INVALID_SPAN:
+            return
         if span in rec.stages:
             rec.stages.remove(span)
         span.end()
@@ -2243,7 +2308,7 @@ class Engine:
             yield Call("load_markets", purpose="markets")
         market = self.adapter.market_info(self.client, symbol)
         exit_value = Exit(
-            exit_id=secrets.token_hex(8),
+            exit_id=unique_id(),
             account=self.account,
             symbol=symbol,
             side="sell",
@@ -2253,6 +2318,7 @@ class Engine:
             created_at=time.time(),
         )
         rec = ExitRecord(exit=exit_value, market=market, key=symbol)
+        rec.metered = self.telemetry.metering()
         rec.owner = self
         before = yield Scan(self.account, symbol)
         if not before:
@@ -2359,6 +2425,7 @@ class Engine:
             created_at=entry.updated_at,
         )
         rec = ExitRecord(exit=exit_value, market=market, key=entry.symbol, phase=Phase.UNKNOWN)
+        rec.metered = self.telemetry.metering()
         rec.amount = amount
         rec.owner = self
         # Look for its trades from a little before it was journaled.
@@ -2370,9 +2437,12 @@ class Engine:
     def _lease_key(self, rec: ExitRecord) -> str:
         return f"{self.account}/{rec.key}"
 
-    def _journal(self, rec: ExitRecord, state: str) -> Flow[None]:
+    def _journal(self, rec: ExitRecord, state: str) -> Iterable[Any]:
         if not self.durable:
-            return  # nothing outlives this process: no journal to recover from
+            return ()  # nothing outlives this process: no journal to recover from
+        return self._write_journal(rec, state)
+
+    def _write_journal(self, rec: ExitRecord, state: str) -> Flow[None]:
         rec.journaled = state != "settled"  # set first: a failed write may have landed
         yield Journal(
             JournalEntry(
@@ -2392,9 +2462,16 @@ class Engine:
             )
         )
 
-    def _notify(self, rec: ExitRecord, hook: str, **kwargs: Any) -> Flow[None]:
-        if self.hooks.wants(hook):
-            yield Notify(hook, kwargs, self._span_of(rec))
+    def _notify(self, rec: ExitRecord, hook: str, **kwargs: Any) -> Iterable[Any]:
+        """Call ``hook``'s implementations, if any (``yield from`` it): no generator is
+        made for a hook nobody implements."""
+        if not self.hooks.wants(hook):
+            return ()
+        return self._notify_now(Notify(hook, kwargs, self._span_of(rec)))
+
+    @staticmethod
+    def _notify_now(effect: Notify) -> Flow[None]:
+        yield effect  # a generator: a driver may answer the effect with any value
 
     def _ask(self, rec: ExitRecord, hook: str, **kwargs: Any) -> Flow[Any]:
         if not self.hooks.wants(hook):
@@ -2425,7 +2502,7 @@ class Engine:
 
     def _adopted_record(self, market: MarketInfo, view: OrderView) -> ExitRecord:
         exit_value = Exit(
-            exit_id=secrets.token_hex(8),
+            exit_id=unique_id(),
             account=self.account,
             symbol=market.symbol,
             side="sell",
@@ -2438,10 +2515,12 @@ class Engine:
             created_at=time.time(),
         )
         rec = ExitRecord(exit=exit_value, market=market, key=market.symbol, phase=Phase.ACTIVE)
+        rec.metered = self.telemetry.metering()
         rec.amount = view.amount
         rec.filled = view.filled_or_zero()
         rec.exchange_ts = view.timestamp
         rec.local_ack_ms = _now_ms()
+        rec.ack_seq = self.book.next_ticket()
         rec.owner = self
         rec.last_order = view
         rec.filled_before = rec.filled
@@ -2488,7 +2567,7 @@ class Engine:
             bound = {}
         symbol = bound.get("symbol")
         exit_value = Exit(
-            exit_id=secrets.token_hex(8),
+            exit_id=unique_id(),
             account=self.account,
             symbol=symbol if isinstance(symbol, str) else repr(symbol),
             side="sell",
@@ -2504,6 +2583,9 @@ class Engine:
         """The bot's call is over. If it ended without the order the exchange may
         have, remember the order for the bot's retry and leave the record to the
         tracker. No I/O: this also runs on cancellation."""
+        if error is None:
+            rec.caller_waiting = False  # it returned the order: nothing left in the dark
+            return
         with self.book.mutex:
             rec.caller_waiting = False
             in_the_dark = (
@@ -2517,7 +2599,7 @@ class Engine:
         if not in_the_dark:
             return
         if exists:
-            self.book.resolved.put(rec.intent, rec, self.clock())
+            self.book.resolved.put(self._intent(rec), rec, self.clock())
         if live:
             if rec.phase == Phase.SUBMITTING:
                 # Acknowledged (or maybe not): poll it by id, else reconcile.
@@ -2537,10 +2619,14 @@ class Engine:
             previous.settled = True
             previous.phase = Phase.SETTLED
             rec.filled, rec.base_fee = previous.filled, previous.base_fee
+            # What it filled is sold, not given back: the edit reserved only the rest,
+            # and books only its own fills.
+            sold = previous.filled - previous.filled_before
+            rec.filled_before = previous.filled
         self.book.untrack(previous)
         self.book.drop_sell(previous)
         if previous.ledger_reserved:
-            self.book.ledger_add(previous.market.base, previous.ledger_reserved)
+            self.book.ledger_add(previous.market.base, previous.ledger_reserved - sold)
             previous.ledger_reserved = ZERO
 
     def _finish_call(self, rec: ExitRecord, error: BaseException | None) -> None:
@@ -2558,7 +2644,8 @@ class Engine:
                 outcome = Outcome.ERROR
             rec.exit = rec.exit.evolve(outcome=outcome)
         if rec.span is not None:
-            self.telemetry.finish_exit(rec.span, rec.exit, error, rec.started)
+            if rec.span is not INVALID_SPAN or rec.metered:  # else nothing to end or count
+                self.telemetry.finish_exit(rec.span, rec.exit, error, rec.started)
             rec.span = None
 
     def _log_fields(self, rec: ExitRecord, event: str, **more: Any) -> dict[str, Any]:

@@ -81,11 +81,11 @@ class Hooks:
 
     def wants(self, name: str) -> bool:
         """Whether any plugin implements ``name`` (so building its arguments is worth it)."""
-        found = self._cache.get(name)
-        if found is None:
-            found = bool(getattr(self.pm.hook, name).get_hookimpls())
-            self._cache[name] = found
-        return found
+        try:
+            return self._cache[name]
+        except KeyError:
+            found = self._cache[name] = bool(getattr(self.pm.hook, name).get_hookimpls())
+            return found
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         self.pm.register(plugin, name=name)

@@ -7,16 +7,22 @@ errors and logs share. It never contains credentials.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
+import os
+import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 __all__ = ["Exit", "MarketInfo", "OrderView", "Outcome", "Phase"]
 
 ZERO = Decimal(0)
+# Wide enough for any amount a venue reports at any step it uses, exactly.
+_EXACT = Context(prec=400, rounding=ROUND_DOWN, Emax=999_999, Emin=-999_999)
 
 # Parameter names that may carry credentials; they never leave the guard.
 SECRET_KEYS = frozenset(
@@ -25,14 +31,31 @@ SECRET_KEYS = frozenset(
 REDACTED = "***"
 
 
+NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+
+
 def redact(params: Mapping[str, Any]) -> Mapping[str, Any]:
     """A read-only copy of ``params`` with credential-like values masked."""
+    if not params:
+        return NO_PARAMS
     clean = {k: (REDACTED if str(k).lower() in SECRET_KEYS else v) for k, v in params.items()}
     return MappingProxyType(clean)
 
 
+# Floats already converted: ccxt replies repeat the same few numbers (amounts, prices,
+# zero), and Decimal(str(x)) is the costliest step of reading one. Bounded; a dict's
+# get and set are atomic, so threads share it without a lock.
+_FLOAT_DECIMALS: dict[float, Decimal | None] = {}
+_FLOAT_DECIMALS_MAX = 4096
+
+
 def to_decimal(value: Any) -> Decimal | None:
     """A finite Decimal for a ccxt number (float, int, str, Decimal), else None."""
+    if type(value) is float:
+        number = _FLOAT_DECIMALS.get(value)
+        if number is None:
+            number = _float_decimal(value)
+        return number
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -40,6 +63,51 @@ def to_decimal(value: Any) -> Decimal | None:
     except (InvalidOperation, ValueError, TypeError):
         return None
     return number if number.is_finite() else None
+
+
+class _UniqueIds:
+    """24 hex digits, unique without a system call each: a random prefix drawn once
+    per process (64 bits, drawn again in a forked child) and a counter after it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reseed()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._state = (secrets.token_hex(8), itertools.count())
+
+    def __call__(self) -> str:
+        state = self._state
+        n = next(state[1])  # atomic: one C call
+        if n > 0xFFFFFFFF:  # the counter's 8 digits are used up: a new prefix
+            with self._lock:
+                if self._state is state:
+                    self._reseed()
+            return self()
+        return state[0] + format(n, "08x")
+
+
+unique_id = _UniqueIds()
+
+
+def _float_decimal(value: float) -> Decimal | None:
+    number = Decimal(repr(value))
+    if not value:
+        return number  # 0.0 and -0.0 are one key: never kept, each keeps its sign
+    if not number.is_finite():
+        return None  # nan (never equal to itself: never found here) and infinities
+    if len(_FLOAT_DECIMALS) >= _FLOAT_DECIMALS_MAX:
+        _FLOAT_DECIMALS.clear()
+    _FLOAT_DECIMALS[value] = number
+    return number
+
+
+def divide_down(dividend: Decimal, divisor: Decimal) -> Decimal:
+    """``dividend / divisor`` rounded toward zero: a limit on what may be sold must
+    never come out a hair above the truth (the default context rounds to nearest)."""
+    return _EXACT.divide(dividend, divisor)
 
 
 def to_float(value: Decimal | None) -> float | None:
@@ -102,9 +170,8 @@ class Exit:
 
     def evolve(self, **changes: Any) -> Exit:
         """A copy with ``changes`` (``dataclasses.replace``, without its cost)."""
-        unknown = changes.keys() - _EXIT_FIELDS
-        if unknown:
-            raise TypeError(f"Exit has no field(s) {sorted(unknown)}")
+        if not _EXIT_FIELDS.issuperset(changes):
+            raise TypeError(f"Exit has no field(s) {sorted(changes.keys() - _EXIT_FIELDS)}")
         new = object.__new__(Exit)
         new.__dict__.update(self.__dict__)
         new.__dict__.update(changes)
@@ -123,11 +190,13 @@ _EXIT_DEFAULTS = {
 }
 
 
+_EXIT_REQUIRED = _EXIT_FIELDS - _EXIT_DEFAULTS.keys()
+
+
 def new_exit(**values: Any) -> Exit:
     """``Exit(**values)`` for the engine's hot path: a frozen dataclass's ``__init__``
     sets each field through ``object.__setattr__``; this fills ``__dict__`` at once."""
-    missing = _EXIT_FIELDS - _EXIT_DEFAULTS.keys() - values.keys()
-    if missing or not values.keys() <= _EXIT_FIELDS:
+    if not (_EXIT_REQUIRED <= values.keys() <= _EXIT_FIELDS):
         return Exit(**values)  # let the dataclass say what is wrong
     new = object.__new__(Exit)
     new.__dict__.update(_EXIT_DEFAULTS)
@@ -149,6 +218,15 @@ class MarketInfo:
     sell_fee_rate_in_base: Decimal = ZERO
     contract: bool = False  # a derivative: amounts are contracts, holdings are positions
     contract_size: Decimal = Decimal(1)  # base units per contract
+    # A step of one unit of a decimal place (0.0001, 1): a quantize does the floor.
+    _quantum: Decimal | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        step = self.amount_step
+        if step is not None and step.is_finite():
+            sign, digits, exponent = step.as_tuple()
+            if digits == (1,) and isinstance(exponent, int) and exponent <= 0 and not sign:
+                object.__setattr__(self, "_quantum", step)
 
     def floor_amount(self, amount: Decimal) -> Decimal:
         """``floor(amount / step) * step``: never rounds up into holdings we lack."""
@@ -156,8 +234,17 @@ class MarketInfo:
             return ZERO
         if not self.amount_step:
             return amount
-        steps = (amount / self.amount_step).to_integral_value(rounding=ROUND_DOWN)
-        return steps * self.amount_step
+        try:
+            # Exact: the default context's 28 digits would round 1e12 coins at 1e-18
+            # steps (31 digits) to nearest, which can be up.
+            if self._quantum is not None:
+                return amount.quantize(self._quantum, rounding=ROUND_DOWN, context=_EXACT)
+            steps = _EXACT.divide_int(amount, self.amount_step)
+            return _EXACT.multiply(steps, self.amount_step)
+        except InvalidOperation:
+            # More than _EXACT's digits between the amount and its step: nothing a
+            # real balance holds. Sell nothing rather than guess.
+            return ZERO
 
     def below_minimum(self, amount: Decimal, price: Decimal | None) -> str | None:
         """Why ``amount`` is below the market's minimum, or None."""
@@ -225,6 +312,10 @@ def outcome_of(order: OrderView) -> Outcome:
 
 def check_amount(value: Any) -> Decimal:
     """Validate a requested amount: a positive finite number, else ``ValueError``."""
+    if type(value) is float and value > 0 and value != math.inf:
+        number = to_decimal(value)
+        if number is not None:
+            return number  # the usual amount: a positive finite float
     if isinstance(value, bool) or value is None:
         raise ValueError(f"amount must be a positive number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):

@@ -112,7 +112,7 @@ class SyncDriver:
                 return method(*effect.args, **effect.kwargs)
         return method(*effect.args, **effect.kwargs)
 
-    def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int]:
+    def _fetch_balance(self, effect: FetchBalance) -> tuple[Any, int, int]:
         """Single flight: one fetch_balance serves every exit admitted before it started."""
         while True:
             kind, flight = self.book.balance_plan(effect.ticket, effect.what)
@@ -120,7 +120,7 @@ class SyncDriver:
                 try:
                     if flight.after is not None:
                         self.book.event_of(flight.after).wait()
-                    self.book.balance_start(flight, int(time.time() * 1000))
+                        self.book.balance_start(flight, int(time.time() * 1000))
                     self.calls[effect.what] = self.calls.get(effect.what, 0) + 1
                     flight.result = self.engine.adapter.operation(
                         self.client,
@@ -137,7 +137,7 @@ class SyncDriver:
                     continue  # its leader was interrupted: plan again
             if flight.error is not None:
                 raise flight.error
-            return flight.result, flight.started_ms
+            return flight.result, flight.started_ms, flight.ticket
 
     def _wait_release(self, effect: WaitRelease) -> bool:
         woken = threading.Event()

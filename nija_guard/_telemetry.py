@@ -100,6 +100,10 @@ class Telemetry:
             )
         return self._global_tracing
 
+    def metering(self) -> bool:
+        """Whether metrics can go anywhere (rechecked at most once a second)."""
+        return self._metering()
+
     def _metering(self) -> bool:
         if self._own_meter:
             return True

@@ -83,7 +83,7 @@ def _settle(
     rec.exchange_ts, rec.local_ack_ms, rec.final_ts = exchange_ts, local_ack_ms, final_ts
     book.add_sell(rec)
     rec.settled = True
-    book.settle_sell(rec)
+    book.settle(rec)
 
 
 def test_settled_sells_count_until_a_snapshot_shows_them_whole() -> None:
