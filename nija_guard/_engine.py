@@ -601,7 +601,9 @@ class Engine:
                         # An edit continues the exit it amends, lease included.
                         lease, rec.replaced.lease = rec.replaced.lease, None
                     elif self.durable:
-                        lease = yield from self._take_lease(self._lease_key(rec), rec)
+                        lease = yield from self._take_lease(
+                            self._lease_key(rec), rec, deadline if policy == "wait" else None
+                        )
                     else:
                         lease = LOCAL_LEASE  # one process: the close lock is the only lock
                     if lease is None:
@@ -2135,11 +2137,14 @@ class Engine:
                 f"this exit may sell {amount}; sell that amount with an order instead"
             )
 
-    def _take_lease(self, key: str, rec: ExitRecord) -> Flow[Lease | None]:
+    def _take_lease(
+        self, key: str, rec: ExitRecord, wait_until: float | None = None
+    ) -> Flow[Lease | None]:
         """The backend lease of ``key`` for ``rec``; None: another process holds it.
 
         In one process (the memory backend) the book's close lock is the only
         lock there is: the exit holds a local lease without a backend call.
+        ``wait_until``: the deadline of an exit that waits (``on_conflict="wait"``).
         """
         if not self.durable:
             return LOCAL_LEASE
@@ -2152,6 +2157,14 @@ class Engine:
         wide = f"{self.account}/{ACCOUNT_WIDE}"
         if key == wide:  # close_all_positions: any symbol's exit in flight (rare: a scan)
             others = [held for held in (yield Leases(f"{self.account}/")) if held.key != wide]
+            # Both may look before either gives back: both would give back, and two that
+            # wait would bounce in step until their deadlines. The one that waits keeps
+            # the account-wide lease instead: a symbol's exit that sees it gives back
+            # (its own rule), one that looked before goes on and ends; then none is left.
+            if others and wait_until is not None:
+                lease, others = yield from self._hold_account_lease(rec, lease, wait_until)
+                if lease is None:
+                    return None
         else:  # a symbol's exit: the one account-wide key (one lookup)
             others = [held for held in [(yield Holder(wide))] if held is not None]
         if others:
@@ -2161,6 +2174,40 @@ class Engine:
                 log.exception("lease release failed", extra=self._log_fields(rec, "lease"))
             return None
         return lease
+
+    def _hold_account_lease(
+        self, rec: ExitRecord, lease: Lease, wait_until: float
+    ) -> Flow[tuple[Lease | None, list[Lease]]]:
+        """close_all_positions waits, its lease kept (renewed), for symbols' exits to end.
+
+        Returns the lease (None: lost meanwhile) and the symbols' leases still held.
+        """
+        wide = lease.key
+        others: list[Lease] = [lease]
+        try:
+            while True:
+                others = [held for held in (yield Leases(f"{self.account}/")) if held.key != wide]
+                remaining = wait_until - self.clock()
+                if not others or remaining <= 0:
+                    return lease, others
+                pause = min(self.options.poll_interval, self.options.lease_ttl / 3, remaining)
+                yield Sleep(pause)
+                renewed = yield Renew(lease)
+                if renewed is None:
+                    return None, others  # lost while waiting: nothing was sent
+                lease = renewed
+        except Exception:
+            # The backend failed: do not keep every symbol's exit out until the lease
+            # expires. (A cancellation does no further I/O: the lease expires.)
+            try:
+                yield Release(lease)
+            except Exception:
+                log.warning(
+                    "could not give back the account-wide lease",
+                    exc_info=True,
+                    extra=self._log_fields(rec, "lease_release_failed"),
+                )
+            raise
 
     def _confirm_lease(self, rec: ExitRecord) -> Flow[None]:
         """Right before the submit: is the lease still ours? If not, send nothing."""

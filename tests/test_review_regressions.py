@@ -554,7 +554,7 @@ def _closing_adapter() -> nija_guard.Broker:
     )
 
 
-def _two_processes(tmp_path: Any) -> tuple[_ShortableBroker, Any, Any]:
+def _two_processes(tmp_path: Any, **options: Any) -> tuple[_ShortableBroker, Any, Any]:
     """Two guards sharing nothing but a SQLite file (two URL spellings: two books)."""
     account = uuid.uuid4().hex[:8]
     broker = _ShortableBroker({"BTC-USD": 1.0})
@@ -564,14 +564,14 @@ def _two_processes(tmp_path: Any) -> tuple[_ShortableBroker, Any, Any]:
         adapter=_closing_adapter(),
         backend=f"sqlite:///{tmp_path}/g.db",
         account=account,
-        **FAST,
+        **{**FAST, **options},
     )
     other = nija_guard.guard(
         other_client,
         adapter=_closing_adapter(),
         backend=f"sqlite:///{tmp_path}//g.db",
         account=account,
-        **FAST,
+        **{**FAST, **options},
     )
     assert one.nija_guard.book is not other.nija_guard.book
     return broker, one, other
@@ -607,6 +607,101 @@ def test_close_all_positions_waits_for_another_process_exit_in_flight(tmp_path: 
         with pytest.raises(nija_guard.ExitInProgress):
             one.close_all_positions()
         assert all(s.get("method") != "close_all" for s in broker.sent)
+    finally:
+        one.nija_guard.close()
+        other.nija_guard.close()
+
+
+def test_close_all_positions_that_waits_gives_its_lease_back_at_its_deadline(
+    tmp_path: Any,
+) -> None:
+    broker, one, other = _two_processes(tmp_path, on_conflict="wait", wait_timeout=0.3)
+    try:
+        other.place_limit_order("BTC-USD", "SELL", 0.5, 90_000)  # rests: its lease is held
+        with pytest.raises(nija_guard.ExitInProgress):
+            one.close_all_positions()
+        assert all(s.get("method") != "close_all" for s in broker.sent)
+        g = one.nija_guard
+        held = [lease.key for lease in g.backend.leases(g.account + "/")]
+        assert held == [f"{g.account}/BTC-USD"]  # the resting exit's; the account-wide is back
+    finally:
+        one.nija_guard.close()
+        other.nija_guard.close()
+
+
+def test_close_all_positions_that_waits_keeps_its_lease_when_both_look_at_once(
+    tmp_path: Any,
+) -> None:
+    """close_all_positions and a symbol's exit, in two processes, both waiting: each takes
+    its lease, then both look before either gives back. Both used to give back and retry
+    in step, bouncing until their deadlines; now close_all keeps the account-wide lease
+    while the symbol's exit gives back and waits, so close_all goes first, then the sell."""
+    broker, one, other = _two_processes(tmp_path, on_conflict="wait", wait_timeout=10.0)
+    wide = f"{one.nija_guard.account}/*"
+    both_hold, both_looked = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10)
+    first: set[str] = set()
+    wide_released_before_close_all: list[Any] = []
+
+    def once(name: str) -> bool:
+        """True the first time only: the interleaving is forced on the first try."""
+        if name in first:
+            return False
+        first.add(name)
+        return True
+
+    def instrument(g: Any, who: str, look: str) -> None:
+        backend = g.nija_guard.backend
+        acquire, looked, release = backend.acquire, getattr(backend, look), backend.release
+
+        def acquire_then_wait(key: str, owner: str, ttl: float | None) -> Any:
+            lease = acquire(key, owner, ttl)
+            if lease is not None and once(f"{who}:acquire"):
+                both_hold.wait()  # both leases are held before either looks
+            return lease
+
+        def look_then_wait(*args: Any) -> Any:
+            seen = looked(*args)
+            if once(f"{who}:look"):
+                both_looked.wait()  # both looked before either gives back
+            return seen
+
+        def release_and_note(lease: Any) -> Any:
+            if lease.key == wide and not any(s.get("method") == "close_all" for s in broker.sent):
+                wide_released_before_close_all.append(lease)
+            return release(lease)
+
+        backend.acquire, backend.release = acquire_then_wait, release_and_note
+        setattr(backend, look, look_then_wait)
+
+    instrument(one, "close_all", "leases")
+    instrument(other, "sell", "holder")
+    outcomes: dict[str, str] = {}
+
+    def run(name: str, action: Any) -> None:
+        try:
+            action()
+            outcomes[name] = "done"
+        except Exception as exc:  # recorded, asserted below
+            outcomes[name] = f"{type(exc).__name__}: {exc}"
+
+    threads = [
+        threading.Thread(target=run, args=("close_all", one.close_all_positions)),
+        threading.Thread(
+            target=run,
+            args=("sell", lambda: other.place_market_order("BTC-USD", "SELL", 1.0)),
+        ),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert outcomes == {"close_all": "done", "sell": "done"}
+        assert wide_released_before_close_all == []  # it kept its lease: no bounce
+        methods = [s.get("method") for s in broker.sent]
+        assert methods[0] == "close_all" and len(methods) == 2  # then the sell, once
+        for g in (one, other):
+            assert g.nija_guard.backend.leases(g.nija_guard.account + "/") == []
     finally:
         one.nija_guard.close()
         other.nija_guard.close()
