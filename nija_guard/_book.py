@@ -150,6 +150,7 @@ class ExitRecord:
     bot_cid: str | None = None  # the client id the bot itself put in the call's params
     metered: bool = False  # metrics go somewhere (an SDK): looked up once, when the exit began
     ack_seq: int | None = None  # the book's ticket when the order was acknowledged here
+    behind_close_all: bool = False  # gave its lease back to close_all_positions: peek first
 
     def __init__(self, exit: Exit, market: MarketInfo, key: str, **fields: Any) -> None:
         self.exit, self.market, self.key = exit, market, key

@@ -1988,6 +1988,8 @@ class Engine:
             yield from self._notify(rec, "nija_guard_exit_requested", exit=rec.exit)
             try:
                 yield from self._admit(rec, call)
+                if self.durable:
+                    yield from self._confirm_lease(rec)  # still ours right before the send
                 reply = yield Call(entry.name, tuple(args), dict(kwargs), purpose="submit")
             finally:
                 yield from self._unlock(rec)
@@ -2140,7 +2142,9 @@ class Engine:
     def _take_lease(
         self, key: str, rec: ExitRecord, wait_until: float | None = None
     ) -> Flow[Lease | None]:
-        """The backend lease of ``key`` for ``rec``; None: another process holds it.
+        """The backend lease of ``key`` for ``rec`` (also ``rec.lease`` from the moment it is
+        taken: the lease keeper renews it and the unlock gives it back on every way
+        out); None: another process holds it.
 
         In one process (the memory backend) the book's close lock is the only
         lock there is: the exit holds a local lease without a backend call.
@@ -2148,13 +2152,18 @@ class Engine:
         """
         if not self.durable:
             return LOCAL_LEASE
+        wide = f"{self.account}/{ACCOUNT_WIDE}"
+        if rec.behind_close_all and key != wide and (yield Holder(wide)) is not None:
+            # Still there: do not take our lease just to give it back. Brief leases of
+            # every waiting exit would keep close_all from ever seeing none.
+            return None
         lease: Lease | None = yield Acquire(key, rec.exit.exit_id)
         if lease is None:
             return None
+        rec.lease = lease
         # close_all_positions (the account-wide key) and a symbol's exit exclude each
         # other across processes too: each takes its own lease, then looks at the
         # other's; whichever looks second sees the first, so both can never go on.
-        wide = f"{self.account}/{ACCOUNT_WIDE}"
         if key == wide:  # close_all_positions: any symbol's exit in flight (rare: a scan)
             others = [held for held in (yield Leases(f"{self.account}/")) if held.key != wide]
             # Both may look before either gives back: both would give back, and two that
@@ -2162,52 +2171,44 @@ class Engine:
             # the account-wide lease instead: a symbol's exit that sees it gives back
             # (its own rule), one that looked before goes on and ends; then none is left.
             if others and wait_until is not None:
-                lease, others = yield from self._hold_account_lease(rec, lease, wait_until)
-                if lease is None:
-                    return None
+                others = yield from self._hold_account_lease(rec, wait_until)
+                if rec.lease is None:
+                    return None  # lost while waiting: nothing was sent
         else:  # a symbol's exit: the one account-wide key (one lookup)
             others = [held for held in [(yield Holder(wide))] if held is not None]
+            rec.behind_close_all = bool(others)
         if others:
+            lease, rec.lease = rec.lease, None
             try:
                 yield Release(lease)
             except Exception:
                 log.exception("lease release failed", extra=self._log_fields(rec, "lease"))
             return None
-        return lease
+        return rec.lease
 
-    def _hold_account_lease(
-        self, rec: ExitRecord, lease: Lease, wait_until: float
-    ) -> Flow[tuple[Lease | None, list[Lease]]]:
-        """close_all_positions waits, its lease kept (renewed), for symbols' exits to end.
+    def _hold_account_lease(self, rec: ExitRecord, wait_until: float) -> Flow[list[Lease]]:
+        """close_all_positions waits, its lease kept, for symbols' exits to end.
 
-        Returns the lease (None: lost meanwhile) and the symbols' leases still held.
+        The lease is ``rec.lease``: the lease keeper renews it meanwhile, and the
+        unlock gives it back however the wait ends (a backend error, a cancelled
+        task). Returns the symbols' leases still held; ``rec.lease`` is None if the
+        lease was lost meanwhile.
         """
-        wide = lease.key
-        others: list[Lease] = [lease]
-        try:
-            while True:
-                others = [held for held in (yield Leases(f"{self.account}/")) if held.key != wide]
-                remaining = wait_until - self.clock()
-                if not others or remaining <= 0:
-                    return lease, others
-                pause = min(self.options.poll_interval, self.options.lease_ttl / 3, remaining)
-                yield Sleep(pause)
-                renewed = yield Renew(lease)
-                if renewed is None:
-                    return None, others  # lost while waiting: nothing was sent
-                lease = renewed
-        except Exception:
-            # The backend failed: do not keep every symbol's exit out until the lease
-            # expires. (A cancellation does no further I/O: the lease expires.)
-            try:
-                yield Release(lease)
-            except Exception:
-                log.warning(
-                    "could not give back the account-wide lease",
-                    exc_info=True,
-                    extra=self._log_fields(rec, "lease_release_failed"),
-                )
-            raise
+        while True:
+            lease = rec.lease
+            if lease is None or rec.lease_lost:
+                rec.lease = None
+                return []
+            wide = lease.key
+            others = [held for held in (yield Leases(f"{self.account}/")) if held.key != wide]
+            remaining = wait_until - self.clock()
+            if not others or remaining <= 0:
+                return others
+            yield Sleep(min(self.options.poll_interval, self.options.lease_ttl / 3, remaining))
+            # Renewed here too: the wait may outlast the keeper's interval.
+            renewed = yield Renew(lease)
+            if rec.lease is lease:
+                rec.lease = renewed  # None: lost while waiting
 
     def _confirm_lease(self, rec: ExitRecord) -> Flow[None]:
         """Right before the submit: is the lease still ours? If not, send nothing."""

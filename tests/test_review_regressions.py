@@ -26,6 +26,7 @@ from conftest import FAST, Clock, wait_until
 from fakes.derivatives import DerivativesVenue, default_swap_markets
 from fakes.okx_swap import FakeOkx
 from house_broker import BrokerTimeout, HouseBroker, describe
+from test_adapters import AsyncHouseBroker
 
 import nija_guard
 from nija_guard._adapter import CcxtAdapter
@@ -704,6 +705,152 @@ def test_close_all_positions_that_waits_keeps_its_lease_when_both_look_at_once(
             assert g.nija_guard.backend.leases(g.nija_guard.account + "/") == []
     finally:
         one.nija_guard.close()
+        other.nija_guard.close()
+
+
+def test_close_all_positions_keeps_its_lease_renewed_after_it_waited(tmp_path: Any) -> None:
+    """The account-wide lease is close_all's from the moment it is taken: the lease keeper
+    renews it through the wait and through the broker's call that follows. Before, the
+    keeper found no holder during the wait and ended; the lease then expired while
+    close_all_positions was being worked, and another process's exit could go on."""
+    ttl = 0.6
+    broker, one, other = _two_processes(
+        tmp_path, on_conflict="wait", wait_timeout=20.0, lease_ttl=ttl
+    )
+    ga = one.nija_guard
+    wide = f"{ga.account}/*"
+    inside, go = threading.Event(), threading.Event()
+
+    def worked() -> None:
+        inside.set()
+        go.wait(30)
+
+    rest = other.place_limit_order("BTC-USD", "SELL", 0.5, 90_000)  # its lease is held
+    broker.during_close_all = worked
+    outcome: list[Any] = []
+    closing = threading.Thread(target=lambda: outcome.append(one.close_all_positions()))
+    try:
+        closing.start()
+        wait_until(lambda: ga.backend.holder(wide) is not None)
+        first = ga.backend.holder(wide)
+        assert first is not None
+        # A wait longer than the lease itself (renewed meanwhile), so longer than the
+        # keeper's interval.
+        wait_until(
+            lambda: (
+                (h := ga.backend.holder(wide)) is not None and h.expires_at > first.expires_at + ttl
+            )
+        )
+        broker.cancel_order(rest["order_id"])  # the other exit ends: close_all goes on
+        assert inside.wait(20)
+        during = ga.backend.holder(wide)
+        assert during is not None
+        # While close_all_positions is worked, the lease keeps being renewed.
+        wait_until(
+            lambda: (
+                (h := ga.backend.holder(wide)) is not None
+                and h.expires_at > during.expires_at + ttl
+            )
+        )
+        go.set()
+        closing.join(20)
+        assert len(outcome) == 1
+        assert [s.get("method") for s in broker.sent] == ["place_limit_order", "close_all"]
+        assert ga.backend.leases(ga.account + "/") == []
+    finally:
+        go.set()
+        one.nija_guard.close()
+        other.nija_guard.close()
+
+
+def test_a_symbol_exit_waiting_behind_close_all_does_not_take_its_lease_again(
+    tmp_path: Any,
+) -> None:
+    """A waiting symbol's exit that gave its lease back to close_all_positions looks before
+    it takes the lease again: the brief leases of many waiting exits would otherwise keep
+    close_all from ever seeing none, until its deadline."""
+    broker, one, other = _two_processes(tmp_path, on_conflict="wait", wait_timeout=0.3)
+    g = other.nija_guard
+    backend = g.backend
+    wide = f"{g.account}/*"
+    acquired: list[str] = []
+    acquire = backend.acquire
+
+    def counting(key: str, owner: str, ttl: float | None) -> Any:
+        acquired.append(key)
+        return acquire(key, owner, ttl)
+
+    backend.acquire = counting
+    inspector = open_backend(f"sqlite:///{tmp_path}/g.db")
+    try:
+        closing = inspector.acquire(wide, "a-close-all-elsewhere", 30.0)  # it waits, holding *
+        assert closing is not None
+        with pytest.raises(nija_guard.ExitInProgress):
+            other.place_market_order("BTC-USD", "SELL", 1.0)
+        assert acquired == [f"{g.account}/BTC-USD"]  # once; then it only looked at *
+        assert broker.sent == []
+        assert inspector.release(closing)
+        other.place_market_order("BTC-USD", "SELL", 1.0)  # a new exit: * is gone
+        assert [s.get("method") for s in broker.sent] == ["place_market_order"]
+    finally:
+        inspector.close()
+        one.nija_guard.close()
+        other.nija_guard.close()
+
+
+class _AsyncShortableBroker(AsyncHouseBroker):
+    async def close_all_positions(self) -> list[dict[str, Any]]:
+        return self.inner.close_all_positions()  # type: ignore[no-any-return]
+
+
+def test_a_cancelled_close_all_positions_gives_back_the_account_wide_lease(
+    tmp_path: Any,
+) -> None:
+    """asyncio.wait_for(close_all_positions(), t) cancels it while it waits for another
+    process's exit: the account-wide lease must not stay behind, refusing every exit of
+    the account (this process's too) until it expires."""
+    account = uuid.uuid4().hex[:8]
+    broker = _ShortableBroker({"BTC-USD": 1.0})
+    options = {**FAST, "wait_timeout": 5.0, "lease_ttl": 30.0}
+    other = nija_guard.guard(
+        copy.copy(broker),
+        adapter=_closing_adapter(),
+        backend=f"sqlite:///{tmp_path}//g.db",
+        account=account,
+        **options,
+    )
+    rest = other.place_limit_order("BTC-USD", "SELL", 0.5, 90_000)  # its lease is held
+
+    async def main() -> None:
+        ex = nija_guard.guard(
+            _AsyncShortableBroker(broker),
+            adapter=_closing_adapter(),
+            backend=f"sqlite:///{tmp_path}/g.db",
+            account=account,
+            on_conflict="wait",
+            **options,
+        )
+        g = ex.nija_guard
+        wide = f"{g.account}/*"
+        try:
+            task = asyncio.ensure_future(ex.close_all_positions())
+            while g.backend.holder(wide) is None:  # it holds the lease and waits
+                assert not task.done()
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert g.backend.holder(wide) is None
+            assert broker.sent == [] or all(s.get("method") != "close_all" for s in broker.sent)
+            broker.cancel_order(rest["order_id"])
+            wait_until(lambda: g.backend.holder(f"{g.account}/BTC-USD") is None)
+            await ex.place_market_order("BTC-USD", "SELL", 0.5)  # not refused
+        finally:
+            await g.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
         other.nija_guard.close()
 
 
