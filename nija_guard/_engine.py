@@ -2180,7 +2180,8 @@ class Engine:
         if others:
             lease, rec.lease = rec.lease, None
             try:
-                yield Release(lease)
+                if lease is not None:  # (None: the keeper found it lost meanwhile)
+                    yield Release(lease)
             except Exception:
                 log.exception("lease release failed", extra=self._log_fields(rec, "lease"))
             return None
