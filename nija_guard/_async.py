@@ -18,11 +18,12 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ._backend import Backend
+from ._backend import Backend, Lease
 from ._book import BalanceFlight, Book, ExitRecord
 from ._engine import (
     FETCHES,
@@ -140,7 +141,9 @@ class AsyncDriver:
         if kind is Collect:
             return await self.hooks.collect_async(effect.hook, dict(effect.kwargs))
         if kind in (Acquire, Release, Renew, Scan, Journal, Leases, Holder):
-            if self.backend.durable:
+            if kind is Acquire and self.backend.durable:
+                result = await self._acquire(effect)
+            elif self.backend.durable:
                 # SQLite and Redis clients block: keep the loop free.
                 result = await asyncio.to_thread(backend_effect, self, effect)
             else:
@@ -154,6 +157,39 @@ class AsyncDriver:
         raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover
 
     # -- effects ------------------------------------------------------------------------
+    async def _acquire(self, effect: Acquire) -> Any:
+        """Take a lease in a thread. Cancelled meanwhile, the thread still runs: a lease
+        it takes belongs to no exit, and would keep the key from everyone until it
+        expires. Whichever side comes second (the thread, or the cancellation) gives
+        it back, whether or not the loop is still running."""
+        lock = threading.Lock()
+        state: dict[str, Any] = {"abandoned": False, "lease": None}
+
+        def take() -> Any:
+            lease = backend_effect(self, effect)
+            with lock:
+                state["lease"] = lease
+                abandoned = state["abandoned"]
+            if abandoned and lease is not None:
+                self._release_quietly(lease)
+            return lease
+
+        try:
+            return await asyncio.to_thread(take)
+        except asyncio.CancelledError:
+            with lock:
+                state["abandoned"] = True
+                lease = state["lease"]
+            if lease is not None:  # taken, but the flow never saw it: not the loop's job
+                threading.Thread(target=self._release_quietly, args=(lease,)).start()
+            raise
+
+    def _release_quietly(self, lease: Lease) -> None:
+        try:
+            backend_effect(self, Release(lease))
+        except Exception:
+            log.warning("could not give back the lease %s of a cancelled exit", lease.key)
+
     async def _wait_flight(self, flight: BalanceFlight) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()

@@ -803,6 +803,56 @@ class _AsyncShortableBroker(AsyncHouseBroker):
         return self.inner.close_all_positions()  # type: ignore[no-any-return]
 
 
+def test_an_async_exit_cancelled_while_its_lease_is_taken_leaves_no_lease(
+    tmp_path: Any,
+) -> None:
+    """asyncio: the backend's acquire runs in a thread, which a cancellation does not stop.
+    The lease it takes belongs to no exit; it must be given back when the thread ends,
+    not keep the symbol from every process until it expires."""
+    broker = _ShortableBroker({"BTC-USD": 1.0})
+    taking, go, taken = threading.Event(), threading.Event(), threading.Event()
+
+    async def main() -> None:
+        ex = nija_guard.guard(
+            _AsyncShortableBroker(broker),
+            adapter=_closing_adapter(),
+            backend=f"sqlite:///{tmp_path}/g.db",
+            lease_ttl=30.0,
+            **FAST,
+        )
+        g = ex.nija_guard
+        acquire = g.backend.acquire
+
+        def slow_acquire(key: str, owner: str, ttl: float | None) -> Any:
+            taking.set()
+            go.wait(10)  # the exit is cancelled meanwhile
+            lease = acquire(key, owner, ttl)
+            taken.set()
+            return lease
+
+        g.backend.acquire = slow_acquire
+        key = f"{g.account}/BTC-USD"
+        try:
+            task = asyncio.ensure_future(ex.place_market_order("BTC-USD", "SELL", 1.0))
+            while not taking.is_set():
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            go.set()  # the thread takes the lease now, for nobody
+            assert taken.wait(10)
+            wait_until(lambda: g.backend.holder(key) is None, timeout=5.0)
+            assert broker.sent == []
+            g.backend.acquire = acquire
+            await ex.place_market_order("BTC-USD", "SELL", 1.0)  # not refused
+            assert [s.get("method") for s in broker.sent] == ["place_market_order"]
+        finally:
+            go.set()
+            await g.aclose()
+
+    asyncio.run(main())
+
+
 def test_a_cancelled_close_all_positions_gives_back_the_account_wide_lease(
     tmp_path: Any,
 ) -> None:
@@ -840,7 +890,9 @@ def test_a_cancelled_close_all_positions_gives_back_the_account_wide_lease(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert g.backend.holder(wide) is None
+            # Given back at once, or (cancelled while its Acquire ran in a thread) as
+            # soon as that thread ends: not after the lease's 30 s.
+            wait_until(lambda: g.backend.holder(wide) is None, timeout=5.0)
             assert broker.sent == [] or all(s.get("method") != "close_all" for s in broker.sent)
             broker.cancel_order(rest["order_id"])
             wait_until(lambda: g.backend.holder(f"{g.account}/BTC-USD") is None)
