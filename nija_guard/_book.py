@@ -192,7 +192,7 @@ class ExitRecord:
         if self.exchange_ts is not None and snapshot_ms is not None:
             reflected = _accepted_before(self.exchange_ts, self.ack_seq, snapshot_ms, reader)
         elif self.local_ack_ms is not None:
-            reflected = self.local_ack_ms <= snapshot_local_ms
+            reflected = _accepted_before(self.local_ack_ms, self.ack_seq, snapshot_local_ms, reader)
         else:
             reflected = False  # not accepted yet: it may take its amount any moment
         if reflected:
@@ -250,7 +250,9 @@ class SettledSell:
         if self.exchange_ts is not None and snapshot_ms is not None:
             return _accepted_before(self.exchange_ts, self.ack_seq, snapshot_ms, reader)
         if self.local_ack_ms is not None:
-            return self.local_ack_ms <= snapshot_local_ms
+            # Local ack vs the fetch's local start: a same-millisecond tie is decided
+            # by the book's tickets, as for exchange times.
+            return _accepted_before(self.local_ack_ms, self.ack_seq, snapshot_local_ms, reader)
         return False
 
     def correction(

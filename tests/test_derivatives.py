@@ -76,6 +76,19 @@ def test_a_double_close_never_flips_the_position(okx: Okx, ex: Any) -> None:
     ex.load_markets()
     barrier = threading.Barrier(6)
     outcomes: list[str] = []
+    others_returned = threading.Event()
+
+    class HoldTheWinner:
+        """The one admitted exit waits, past its balance refresh, until the other five
+        returned: they overlap it however the threads are scheduled. (A thread that
+        came only after the winner had ended would find the position flat, where a
+        plain sell opens a short: an entry, not an exit; see docs/compatibility.md.)"""
+
+        @nija_guard.hookimpl
+        def nija_guard_balance_refreshed(self) -> None:
+            assert others_returned.wait(10)
+
+    ex.nija_guard.register(HoldTheWinner())
 
     def close(how: int) -> None:
         barrier.wait()
@@ -87,6 +100,8 @@ def test_a_double_close_never_flips_the_position(okx: Okx, ex: Any) -> None:
             outcomes.append("closed")
         except (nija_guard.ExitInProgress, nija_guard.NothingToSell) as exc:
             outcomes.append(type(exc).__name__)
+            if len(outcomes) >= 5:
+                others_returned.set()
 
     threads = [threading.Thread(target=close, args=(i,)) for i in range(6)]
     for t in threads:
@@ -96,6 +111,18 @@ def test_a_double_close_never_flips_the_position(okx: Okx, ex: Any) -> None:
     assert outcomes.count("closed") == 1, outcomes
     assert position(okx) == (None, 0.0)  # flat, never short
     assert len(okx.orders_sent()) == 1
+
+
+def test_a_late_duplicate_close_with_reduce_only_finds_nothing(okx: Okx, ex: Any) -> None:
+    """The advice in docs/faq.md: a duplicate close signal that comes after the first close
+    ended finds a flat position. Sent with reduceOnly it is an exit: NothingToSell."""
+    ex.load_markets()
+    ex.close_position(SYMBOL)
+    sent = len(okx.orders_sent())
+    with pytest.raises(nija_guard.NothingToSell):
+        ex.create_market_sell_order(SYMBOL, 10, {"reduceOnly": True})
+    assert len(okx.orders_sent()) == sent
+    assert position(okx) == (None, 0.0)
 
 
 def test_close_position_is_guarded_and_a_second_finds_nothing(

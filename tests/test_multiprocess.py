@@ -620,6 +620,35 @@ def test_kill9_of_the_holder_mid_exit_is_recovered_from_the_journal(
 # =========================================================================================
 # 3. SIGSTOP of the holder past its lease: on SIGCONT it must send nothing
 # =========================================================================================
+def stop_outside_a_write(worker: Worker, backend_url: str) -> None:
+    """SIGSTOP ``worker``, never inside one of its SQLite write transactions.
+
+    Its lease keeper renews every ``lease_ttl / 3``; stopped inside that renewal's
+    transaction it would keep SQLite's write lock, and every other process would get
+    "database is locked" (a stopped process holding a file lock is a different test).
+    The test takes the write lock itself first, so the worker cannot be in a write,
+    and gives it back once the worker is stopped. Redis: no lock to mind.
+    """
+    if not backend_url.startswith("sqlite:///"):
+        worker.signal(signal.SIGSTOP)
+        return
+    db = sqlite3.connect(backend_url.removeprefix("sqlite:///"), timeout=WAIT)
+    db.isolation_level = None
+    try:
+        db.execute("BEGIN IMMEDIATE")  # waits for a write of the worker to end
+        worker.signal(signal.SIGSTOP)
+        wait_for(lambda: _process_state(worker.pid) == "T", what="the worker to stop")
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(") ", 1)[1][0]
+
+
 @pytest.mark.parametrize("backend_url", DURABLE, indirect=True)
 @pytest.mark.parametrize("b_state", ["b-holds-the-lease", "b-sold-and-released"])
 def test_sigstop_of_the_holder_past_its_lease_sends_nothing_after_sigcont(
@@ -645,7 +674,7 @@ def test_sigstop_of_the_holder_past_its_lease_sends_nothing_after_sigcont(
         lease = inspector.holder(key)
         assert lease is not None and lease.owner == paused["exit_id"]
 
-        a.signal(signal.SIGSTOP)  # the whole process: its lease keeper stops too
+        stop_outside_a_write(a, backend_url)  # the whole process: its lease keeper too
         try:
             wait_for(lambda: inspector.holder(key) is None, what="A's lease to expire")
             b.send(op="sell", symbol=symbol, amount=1)

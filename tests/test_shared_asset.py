@@ -11,6 +11,7 @@ where, before the fix, both had read the same holding and neither had reserved.
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -268,4 +269,73 @@ def test_a_fetch_begun_after_the_ack_shows_it_whoever_was_admitted_first() -> No
         eur.join(10)
         ex.nija_guard.close()
     assert not isinstance(out[0], Exception), out[0]
+    assert out[0]["amount"] == 1
+
+
+class _NoStampPaper(PaperExchange):
+    """No balance timestamp (Kraken, Alpaca, a house broker): the guard judges by local
+    times. USDT's create_order and EUR's balance read wait at gates."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.order_arrived, self.order_go = threading.Event(), threading.Event()
+        self.read_done, self.read_go = threading.Event(), threading.Event()
+        self.hold_read = False
+
+    def create_order(self, symbol: str, *args: Any, **kwargs: Any) -> Any:
+        if symbol == "BTC/USDT":
+            self.order_arrived.set()
+            assert self.order_go.wait(10)
+        return super().create_order(symbol, *args, **kwargs)
+
+    def fetch_balance(self, params: Any = None) -> Any:
+        balance = super().fetch_balance(params)  # the venue's view, read now
+        balance["timestamp"] = balance["datetime"] = None
+        if self.hold_read:
+            self.read_done.set()
+            assert self.read_go.wait(10)
+        return balance
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["ticking", "same-ms"])
+def test_without_exchange_times_an_ack_after_the_fetch_began_is_not_shown(
+    monkeypatch: pytest.MonkeyPatch, frozen: bool
+) -> None:
+    now = [1_700_000_000.0]
+
+    def clock() -> float:
+        if not frozen:
+            now[0] += 0.001
+        return now[0]
+
+    monkeypatch.setattr(time, "time", clock)
+    markets = {s: Market(symbol=s, price=Decimal(100), min_cost=Decimal(1)) for s in SYMBOLS}
+    paper = _NoStampPaper(markets=markets, balances={"BTC": 2, "USDT": 0, "EUR": 0})
+    ex = nija_guard.guard(paper, **FAST)
+    ex.load_markets()
+    out: list[Any] = []
+
+    def eur() -> None:
+        try:
+            out.append(ex.create_market_sell_order("BTC/EUR", 2))
+        except Exception as exc:
+            out.append(exc)
+
+    usdt = threading.Thread(target=lambda: ex.create_limit_sell_order("BTC/USDT", 1, 200))
+    e = threading.Thread(target=eur)
+    try:
+        usdt.start()
+        assert paper.order_arrived.wait(5)  # USDT reserved 1 and is on the wire
+        paper.hold_read = True
+        e.start()
+        assert paper.read_done.wait(5)  # EUR's fetch began and read 2 free
+        paper.order_go.set()
+        usdt.join(10)  # USDT's order acknowledged after EUR's fetch began
+        paper.read_go.set()
+        e.join(10)
+    finally:
+        paper.order_go.set()
+        paper.read_go.set()
+        ex.nija_guard.close()
+    assert not isinstance(out[0], Exception), repr(out[0])
     assert out[0]["amount"] == 1

@@ -268,8 +268,9 @@ class Venue:
                     f"insufficient {lock_asset}: need {lock_amount}, "
                     f"free {self.free.get(lock_asset, ZERO)}"
                 )
-            self._adjust(self.free, lock_asset, -lock_amount)
-            self._adjust(self.used, lock_asset, lock_amount)
+            now = self.now_ms()  # one event, one time: the lock and the order's acceptance
+            self._adjust(self.free, lock_asset, -lock_amount, now)
+            self._adjust(self.used, lock_asset, lock_amount, now)
             order = VenueOrder(
                 id=str(next(self._ids)),
                 client_order_id=client_order_id,
@@ -278,7 +279,7 @@ class Venue:
                 type=type,
                 amount=qty,
                 price=limit_price,
-                timestamp=self.now_ms(),
+                timestamp=now,
                 trigger_price=to_decimal(trigger_price) if trigger_price is not None else None,
                 reduce_only=reduce_only,
                 trigger_direction=trigger_direction or ("down" if side == "sell" else "up"),
@@ -290,11 +291,12 @@ class Venue:
                 self._by_client_id[client_order_id] = order
             self._match(order)
             self._record_balance()
-            self._changed(order)
+            # A fill or an IOC cancel at placement stamped it already: keep that time.
+            self._changed(order, order.updated_timestamp or now)
             return order
 
-    def _changed(self, order: VenueOrder) -> None:
-        order.updated_timestamp = self.now_ms()
+    def _changed(self, order: VenueOrder, at: int | None = None) -> None:
+        order.updated_timestamp = self.now_ms() if at is None else at
         for listener in self.listeners:
             listener(order)
 
@@ -366,18 +368,21 @@ class Venue:
             )
         )
         if order.remaining <= 0:
-            self._finish(order, "closed")
+            self._finish(order, "closed", now)
         else:
-            self._changed(order)
+            self._changed(order, now)
 
-    def _finish(self, order: VenueOrder, status: str) -> None:
+    def _finish(self, order: VenueOrder, status: str, at: int | None = None) -> None:
+        """Make ``order`` final at ``at`` (default: now): the release of what it still
+        locked and its update time are one event, one time."""
+        at = self.now_ms() if at is None else at
         leftover = order.locked_amount - order.spent
         if leftover > 0:
-            self._adjust(self.used, order.locked_asset, -leftover)
-            self._adjust(self.free, order.locked_asset, leftover)
+            self._adjust(self.used, order.locked_asset, -leftover, at)
+            self._adjust(self.free, order.locked_asset, leftover, at)
         order.spent = order.locked_amount
         order.status = status
-        self._changed(order)
+        self._changed(order, at)
 
     def cancel(self, order_id: str) -> VenueOrder:
         with self.lock:

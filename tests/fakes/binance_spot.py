@@ -912,7 +912,7 @@ class FakeBinance(LoopbackFake):
             self.venue.cancel(order.id)
         meta = self._meta.setdefault(order.id, self._meta_for(order))
         meta.cancel_reason = "user"
-        meta.update_time = self.venue.now_ms()
+        meta.update_time = order.updated_timestamp  # the cancel's own time, not a later read
         full = self._order_json(order)
         reply = {
             "symbol": full["symbol"],
