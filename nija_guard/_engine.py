@@ -2161,6 +2161,10 @@ class Engine:
         if lease is None:
             return None
         rec.lease = lease
+        if rec.phase == Phase.ADMITTED:
+            # A lease lost while waiting (nothing sent yet): this one is ours again. Left
+            # set, the lease check before the send would drop it without giving it back.
+            rec.lease_lost = False
         # close_all_positions (the account-wide key) and a symbol's exit exclude each
         # other across processes too: each takes its own lease, then looks at the
         # other's; whichever looks second sees the first, so both can never go on.

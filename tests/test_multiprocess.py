@@ -637,16 +637,18 @@ def stop_outside_a_write(worker: Worker, backend_url: str) -> None:
     try:
         db.execute("BEGIN IMMEDIATE")  # waits for a write of the worker to end
         worker.signal(signal.SIGSTOP)
-        wait_for(lambda: _process_state(worker.pid) == "T", what="the worker to stop")
+        wait_for(lambda: _all_threads_stopped(worker.pid), what="the worker to stop")
         db.execute("ROLLBACK")
     finally:
         db.close()
 
 
-def _process_state(pid: int) -> str:
-    """The state letter of ``pid`` in /proc (T: stopped)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(") ", 1)[1][0]
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (state T in /proc), the keeper's too."""
+    states = [
+        stat.read_text().rsplit(") ", 1)[1][0] for stat in Path(f"/proc/{pid}/task").glob("*/stat")
+    ]
+    return bool(states) and all(state == "T" for state in states)
 
 
 @pytest.mark.parametrize("backend_url", DURABLE, indirect=True)

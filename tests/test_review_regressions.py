@@ -798,6 +798,60 @@ def test_a_symbol_exit_waiting_behind_close_all_does_not_take_its_lease_again(
         other.nija_guard.close()
 
 
+def test_close_all_that_lost_its_lease_while_waiting_retakes_and_gives_it_back(
+    tmp_path: Any,
+) -> None:
+    """close_all waits holding the account-wide lease; the lease is lost (expiry after a
+    stall, a Redis failover) and the keeper notices first. The retry takes a fresh lease:
+    it must be used and given back, not dropped and left to expire (which would refuse
+    every exit of the account, in every process, for lease_ttl)."""
+    broker, one, other = _two_processes(
+        tmp_path, on_conflict="wait", wait_timeout=20.0, lease_ttl=30.0
+    )
+    g = one.nija_guard
+    wide = f"{g.account}/*"
+    renew = g.backend.renew
+    renewing, keeper_done = threading.Event(), threading.Event()
+    closing: list[threading.Thread] = []
+
+    def held_renew(lease: Any, ttl: Any) -> Any:
+        if closing and threading.current_thread() is closing[0] and not keeper_done.is_set():
+            renewing.set()  # close_all is about to renew while it waits
+            keeper_done.wait(20)
+        return renew(lease, ttl)
+
+    g.backend.renew = held_renew
+    inspector = open_backend(f"sqlite:///{tmp_path}/g.db")
+    rest = other.place_limit_order("BTC-USD", "SELL", 0.5, 90_000)  # its lease is held
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(one.close_all_positions())
+        except Exception as exc:  # asserted below
+            outcome.append(exc)
+
+    closing.append(threading.Thread(target=run))
+    try:
+        closing[0].start()
+        assert renewing.wait(20)
+        held = inspector.holder(wide)
+        assert held is not None and inspector.release(held)  # the lease is lost
+        g.driver.run(g.engine.renew_leases())  # the keeper's pass notices first
+        broker.cancel_order(rest["order_id"])  # the other exit ends
+        wait_until(lambda: inspector.holder(f"{g.account}/BTC-USD") is None)
+        keeper_done.set()
+        closing[0].join(20)
+        assert not isinstance(outcome[0], Exception), repr(outcome[0])
+        assert inspector.holder(wide) is None
+        assert [s.get("method") for s in broker.sent] == ["place_limit_order", "close_all"]
+    finally:
+        keeper_done.set()
+        inspector.close()
+        one.nija_guard.close()
+        other.nija_guard.close()
+
+
 class _AsyncShortableBroker(AsyncHouseBroker):
     async def close_all_positions(self) -> list[dict[str, Any]]:
         return self.inner.close_all_positions()  # type: ignore[no-any-return]
