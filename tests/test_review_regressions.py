@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +28,7 @@ from fakes.derivatives import DerivativesVenue, default_swap_markets
 from fakes.okx_swap import FakeOkx
 from house_broker import BrokerTimeout, HouseBroker, describe
 from test_adapters import AsyncHouseBroker
+from test_multiprocess import shared_redis_url
 
 import nija_guard
 from nija_guard._adapter import CcxtAdapter
@@ -857,8 +859,16 @@ class _AsyncShortableBroker(AsyncHouseBroker):
         return self.inner.close_all_positions()  # type: ignore[no-any-return]
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/g.db"
+    else:
+        yield from shared_redis_url()
+
+
 def test_an_async_exit_cancelled_while_its_lease_is_taken_leaves_no_lease(
-    tmp_path: Any,
+    durable_url: str,
 ) -> None:
     """asyncio: the backend's acquire runs in a thread, which a cancellation does not stop.
     The lease it takes belongs to no exit; it must be given back when the thread ends,
@@ -870,7 +880,7 @@ def test_an_async_exit_cancelled_while_its_lease_is_taken_leaves_no_lease(
         ex = nija_guard.guard(
             _AsyncShortableBroker(broker),
             adapter=_closing_adapter(),
-            backend=f"sqlite:///{tmp_path}/g.db",
+            backend=durable_url,
             lease_ttl=30.0,
             **FAST,
         )
