@@ -156,6 +156,8 @@ def machine() -> dict[str, Any]:
     import ccxt
     import wrapt
 
+    from nija_guard._build import build_name
+
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "python": sys.version.split()[0],
@@ -165,6 +167,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average_1_5_15": [round(x, 2) for x in load] if load else None,
         "nija_guard": nija_guard.__version__,
+        "nija_guard_build": build_name(),
         "ccxt": ccxt.__version__,
         "wrapt": getattr(wrapt, "__version__", "?"),
     }

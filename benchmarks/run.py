@@ -32,6 +32,7 @@ def _registry() -> dict[str, tuple[str, Callable[..., dict[str, Any]]]]:
     """name -> (row number in the summary, benchmark function); imported lazily."""
     import bench_async
     import bench_backends
+    import bench_build
     import bench_contention
     import bench_core
     import bench_memory
@@ -40,6 +41,7 @@ def _registry() -> dict[str, tuple[str, Callable[..., dict[str, Any]]]]:
     return {
         "exit_sync": ("1", bench_core.exit_sync),
         "exit_async": ("2", bench_async.exit_async),
+        "builds": ("1+2", bench_build.builds),
         "passthrough": ("3", bench_core.passthrough),
         "burst": ("4", bench_core.burst),
         "contention": ("5", bench_contention.contention),
@@ -62,7 +64,8 @@ def _summary(results: dict[str, dict[str, Any]], numbers: dict[str, str]) -> str
         f"Summary written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by "
         "`python benchmarks/run.py`. Machine: Python "
         f"{now['python']} ({now['implementation']}), {now['platform']}, {now['cpus']} CPUs; "
-        f"nija-guard {now['nija_guard']}, ccxt {now['ccxt']}, wrapt {now['wrapt']}.",
+        f"nija-guard {now['nija_guard']} ({now['nija_guard_build']} build), ccxt {now['ccxt']}, "
+        f"wrapt {now['wrapt']}.",
         "",
         "Every row compares the raw client, the seed-style baseline (`benchmarks/seed_baseline.py`:"
         " one global lock around every sell, a fetch_balance before it, clamp to the free balance)"

@@ -43,9 +43,12 @@ class LRU(Generic[K, V]):
         self._lock = threading.Lock()
         self.size, self.ttl = size, ttl
 
-    def get(self, key: K, now: float) -> V | None:
+    def get(self, key: K, now: float, ttl: float | None = None) -> V | None:
+        """``ttl``: the caller's own window, at most ``self.ttl`` (which bounds keeping)."""
         item = self._data.get(key)  # one atomic lookup: no lock to read
         if item is None:
+            return None
+        if ttl is not None and now - item[0] > ttl:
             return None
         if now - item[0] > self.ttl:
             with self._lock:

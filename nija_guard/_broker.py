@@ -23,6 +23,7 @@ import inspect
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -282,7 +283,8 @@ class Broker(CcxtAdapter):
         # Order id -> client order id, read from replies: how a broker that looks
         # orders up only by client id is asked about an order known by its id.
         self._client_ids: dict[str, str] = {}
-        self._rules: dict[tuple[int, str], MarketInfo] = {}
+        # (id(client), symbol) -> (the client, weakly when it can be, its rules)
+        self._rules: dict[tuple[int, str], tuple[Callable[[], Any], MarketInfo]] = {}
         self._rules_lock = threading.Lock()
         self._async_types: dict[type, bool] = {}
 
@@ -517,8 +519,8 @@ class Broker(CcxtAdapter):
         key = (id(client), symbol)
         with self._rules_lock:
             cached = self._rules.get(key)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0]() is client:  # not a dead client's id
+            return cached[1]
         rules: Any = None
         if callable(self._markets):
             try:
@@ -533,7 +535,11 @@ class Broker(CcxtAdapter):
         with self._rules_lock:
             if len(self._rules) > 100_000:
                 self._rules.clear()
-            self._rules[key] = info
+            try:
+                ref: Callable[[], Any] = weakref.ref(client)
+            except TypeError:
+                ref = lambda: client  # noqa: E731 - kept alive, as the ccxt adapter keeps markets
+            self._rules[key] = (ref, info)
         return info
 
     def _market(self, symbol: str, rules: Any) -> MarketInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,10 +23,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _version() -> str:
+    """The version and the build: pure Python, or the exit path compiled (hatch_build.py)."""
+    from . import __version__
+    from ._build import build_name
+
+    return f"nija-guard {__version__} ({build_name()}, Python {platform.python_version()})"
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="nija-guard", description="Safe exit orders for trading bots."
     )
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="run a concurrent bot unguarded, then guarded, and compare"

@@ -675,7 +675,9 @@ class Engine:
         """A repeat of an exit whose outcome was unknown and turned out executed."""
         if not self.book.resolved:
             return None
-        prior = self.book.resolved.get(self._intent(rec), self.clock())
+        prior = self.book.resolved.get(
+            self._intent(rec), self.clock(), ttl=self.options.retry_window
+        )
         if prior is None or prior.last_order is None:
             return None
         self.book.resolved.pop(rec.intent)

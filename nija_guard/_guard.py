@@ -7,6 +7,7 @@ everything else is wrapt's plain passthrough.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import operator
@@ -108,7 +109,9 @@ class Guard:
                     "every guard of one account must use the same ownership"
                 )
             book.ownership = self.options.ownership
-            book.resolved.ttl = self.options.retry_window
+            # Kept as long as any guard of the account answers retries; each guard
+            # answers within its own retry_window (Engine._retry_of).
+            book.resolved.ttl = max(book.resolved.ttl, self.options.retry_window)
         if fresh:
             for asset, amount in self.options.ledger_seed.items():
                 book.ledger_add(asset, amount)
@@ -337,6 +340,27 @@ class GuardedClient(_Proxy):
                 await result
         return None
 
+    def __getattr__(self, name: str) -> Any:
+        """Not on the proxy's class: added to the client's class after guard(), or an
+        instance attribute. A bot's helper runs on the proxy; order entry is guarded."""
+        wrapped = self.__wrapped__
+        # The client's own instance attributes (set in its __init__) go straight through.
+        if not name.startswith("__") and name not in getattr(wrapped, "__dict__", ()):
+            client_type = type(wrapped)
+            helper = _bot_helper(client_type, name)
+            if helper is not None:
+                return helper.__get__(self, type(self))
+            func = getattr(client_type, name, None)
+            target = getattr(func, "__name__", None)
+            if (
+                callable(func)
+                and isinstance(target, str)
+                and target != name
+                and (target in type(self).__dict__)
+            ):
+                return getattr(self, target)  # a late alias of a guarded method
+        return getattr(wrapped, name)
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError("a guarded client cannot be pickled: its locks live in this process")
 
@@ -383,6 +407,29 @@ def _bot_helper(client_type: type, attr: str) -> Callable[..., Any] | None:
             if inspect.isfunction(value) and not library:
                 return value
             return None
+    return None
+
+
+def _bot_partialmethod(client_type: type, attr: str, namespace: dict[str, Any]) -> Any:
+    """A bot's ``functools.partialmethod`` helper, rebuilt on what the proxy calls."""
+    for klass in client_type.__mro__:
+        if attr in vars(klass):
+            value = vars(klass)[attr]
+            module = getattr(klass, "__module__", "") or ""
+            if module in _LIBRARIES or module.startswith(_LIBRARY_MODULES):
+                return None
+            if not isinstance(value, functools.partialmethod):
+                return None
+            target = getattr(value.func, "__name__", "")
+            if target in namespace:  # a guarded (or observed) method: through the proxy
+                func = namespace[target]
+            elif inspect.isfunction(value.func) and not str(value.func.__module__).startswith(
+                _LIBRARY_MODULES
+            ):
+                func = value.func  # the bot's own function: runs with the proxy as self
+            else:
+                return None
+            return functools.partialmethod(func, *value.args, **value.keywords)
     return None
 
 
@@ -470,7 +517,7 @@ def proxy_class(client_type: type, adapter: Adapter | None = None) -> type:
     for attr in dir(client_type):
         if attr.startswith("__") or attr in namespace or attr in reserved:
             continue
-        helper = _bot_helper(client_type, attr)
+        helper = _bot_helper(client_type, attr) or _bot_partialmethod(client_type, attr, namespace)
         # A bot's own helper (def market_sell(self, ...): self.create_order(...)) runs
         # with the proxy as self, so the orders it places inside are guarded too.
         namespace[attr] = helper if helper is not None else _passthrough(attr)

@@ -78,22 +78,33 @@ class Hooks:
             if not self.pm.is_registered(plugin):
                 self.pm.register(plugin)
         self._cache: dict[str, bool] = {}
+        self._cache_lock = threading.Lock()
+        self._generation = 0  # bumped by every (un)register: an older answer is not kept
 
     def wants(self, name: str) -> bool:
         """Whether any plugin implements ``name`` (so building its arguments is worth it)."""
         try:
             return self._cache[name]
         except KeyError:
-            found = self._cache[name] = bool(getattr(self.pm.hook, name).get_hookimpls())
+            generation = self._generation
+            found = bool(getattr(self.pm.hook, name).get_hookimpls())
+            with self._cache_lock:
+                if generation == self._generation:  # no register() since the read
+                    self._cache[name] = found
             return found
+
+    def _forget(self) -> None:
+        with self._cache_lock:
+            self._generation += 1
+            self._cache.clear()
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         self.pm.register(plugin, name=name)
-        self._cache.clear()
+        self._forget()
 
     def unregister(self, plugin: Any) -> None:
         self.pm.unregister(plugin)
-        self._cache.clear()
+        self._forget()
 
     def notify(self, name: str, kwargs: dict[str, Any]) -> list[Any]:
         """Call every implementation of an observer hook, each isolated.

@@ -23,6 +23,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from ._model import Exit, Outcome
@@ -34,6 +35,17 @@ EXIT_SPAN = "nija_guard.exit"
 _EMPTY = otel_context.Context()
 # The API's stand-ins while no SDK is configured (the proxy's class is private).
 _NO_METERS = frozenset({"_ProxyMeterProvider", "NoOpMeterProvider"})
+_UNKNOWN = object()
+
+
+def _unset(api: Any, name: str) -> bool:
+    """Whether the API's global provider ``name`` is certainly still unset.
+
+    The API's getters look up an environment variable on every call (half a
+    microsecond each); its module global says the same for free. Should a
+    future API rename it, the getter is asked instead.
+    """
+    return getattr(api, name, _UNKNOWN) is None
 
 
 class Telemetry:
@@ -46,8 +58,10 @@ class Telemetry:
     ) -> None:
         self._own_tracer = tracer_provider is not None
         self._own_meter = meter_provider is not None
-        self._recheck_tracing = self._recheck_metering = 0.0
         self._global_tracing = self._global_metering = False
+        # Loads a provider named by OTEL_PYTHON_{TRACER,METER}_PROVIDER, if any, now.
+        trace.get_tracer_provider()
+        metrics.get_meter_provider()
         self.tracer = trace.get_tracer(SCOPE, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, version, meter_provider=meter_provider)
         self.exchange = exchange
@@ -85,33 +99,32 @@ class Telemetry:
             description="From submit until the order was final on the exchange",
         )
 
-    # With no SDK anywhere, building spans and metric attributes is pure cost. The
-    # global providers are looked up again every second: one set later is used
-    # from then on (spans and metrics before it would have gone nowhere anyway).
+    # With no SDK anywhere, building spans and metric attributes is pure cost. Until
+    # a real global provider is found, each exit looks again: one installed later
+    # serves the very next exit. Once found, it is never looked up again:
+    # OpenTelemetry's global providers cannot be unset. A provider configured by
+    # environment variable is loaded when the guard is made (the getters below).
     def _tracing(self) -> bool:
         """Whether spans can go anywhere: a provider given, or a real global one."""
-        if self._own_tracer:
+        if self._own_tracer or self._global_tracing:
             return True
-        now = time.monotonic()
-        if now >= self._recheck_tracing:
-            self._recheck_tracing = now + 1.0
-            self._global_tracing = not isinstance(
-                trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-            )
+        if _unset(trace, "_TRACER_PROVIDER"):
+            return False
+        self._global_tracing = not isinstance(
+            trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        )
         return self._global_tracing
 
     def metering(self) -> bool:
-        """Whether metrics can go anywhere (rechecked at most once a second)."""
+        """Whether metrics can go anywhere: a provider given, or a real global one."""
         return self._metering()
 
     def _metering(self) -> bool:
-        if self._own_meter:
+        if self._own_meter or self._global_metering:
             return True
-        now = time.monotonic()
-        if now >= self._recheck_metering:
-            self._recheck_metering = now + 1.0
-            provider = metrics.get_meter_provider()
-            self._global_metering = type(provider).__name__ not in _NO_METERS
+        if _unset(_metrics_api, "_METER_PROVIDER"):
+            return False
+        self._global_metering = type(metrics.get_meter_provider()).__name__ not in _NO_METERS
         return self._global_metering
 
     # -- spans -----------------------------------------------------------------------------

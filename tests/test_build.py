@@ -1,0 +1,138 @@
+"""The two builds: pure Python (the reference) and the exit path compiled with Cython.
+
+CI runs the whole suite twice: on the editable install (pure Python) and on a
+wheel built with ``NIJA_GUARD_REQUIRE_COMPILED=1``, with
+``NIJA_GUARD_EXPECT_COMPILED=1`` set so that this file fails if the suite ran on
+anything but that wheel's compiled modules (a source tree on ``sys.path`` would
+shadow them silently).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import warnings
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nija_guard import _build
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECT_COMPILED = os.environ.get("NIJA_GUARD_EXPECT_COMPILED") == "1"
+
+
+def _loaded_from_extension(name: str) -> bool:
+    module = importlib.import_module(f"nija_guard.{name}")
+    return str(module.__file__).endswith(tuple(EXTENSION_SUFFIXES))
+
+
+def test_the_modules_run_are_the_build_it_reports() -> None:
+    loaded = [name for name in _build.COMPILED_MODULES if _loaded_from_extension(name)]
+    assert loaded == _build.compiled_modules()
+    if EXPECT_COMPILED:
+        assert _build.build_name() == "compiled"
+        assert loaded == list(_build.COMPILED_MODULES)
+    elif "NIJA_GUARD_EXPECT_COMPILED" in os.environ:
+        # "0": the editable install, where a stale extension would shadow a source edit.
+        assert loaded == []
+        assert _build.build_name() == "pure Python"
+
+
+def test_every_compiled_module_exists_and_hookspecs_stays_python() -> None:
+    package = ROOT / "nija_guard"
+    for name in _build.COMPILED_MODULES:
+        assert (package / f"{name}.py").is_file(), name
+    # pluggy reads the hookspecs' signatures: that module must stay interpreted.
+    assert "hookspecs" not in _build.COMPILED_MODULES
+
+
+def test_version_names_the_build() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nija_guard._cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.startswith("nija-guard ")
+    assert f"({_build.build_name()}, Python " in result.stdout
+
+
+# -- the build hook (hatch_build.py), without compiling anything --------------------------
+def _hook_module() -> Any:
+    # hatchling is in the test extra: this never skips.
+    spec = importlib.util.spec_from_file_location("_hatch_build_test", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_hook(module: Any, version: str = "standard") -> dict[str, Any]:
+    hook = module.CompiledModulesHook(str(ROOT), {}, None, None, str(ROOT), "wheel")
+    build_data: dict[str, Any] = {"force_include": {}, "pure_python": True, "infer_tag": False}
+    hook.initialize(version, build_data)
+    hook.finalize(version, build_data, "")
+    return build_data
+
+
+def test_the_hook_reads_the_module_list_from_the_package() -> None:
+    module = _hook_module()
+    assert module._compiled_modules(ROOT) == _build.COMPILED_MODULES
+
+
+def test_the_hook_adds_the_compiled_modules_to_the_wheel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    module = _hook_module()
+    monkeypatch.delenv("NIJA_GUARD_PURE_PYTHON", raising=False)
+    built = [tmp_path / f"{name}.so" for name in _build.COMPILED_MODULES]
+    monkeypatch.setattr(module, "compile_modules", lambda root, build_dir: built)
+    data = _run_hook(module)
+    assert data["force_include"] == {str(p): f"nija_guard/{p.name}" for p in built}
+    assert data["pure_python"] is False
+    assert data["infer_tag"] is True
+
+
+@pytest.mark.parametrize("how", ["editable", "pure"])
+def test_the_hook_compiles_nothing_for_editable_installs_or_when_told(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = _hook_module()
+
+    def never(root: Path, build_dir: Path) -> list[Path]:
+        raise AssertionError("compiled")
+
+    monkeypatch.setattr(module, "compile_modules", never)
+    if how == "pure":
+        monkeypatch.setenv("NIJA_GUARD_PURE_PYTHON", "1")
+    data = _run_hook(module, "editable" if how == "editable" else "standard")
+    assert data == {"force_include": {}, "pure_python": True, "infer_tag": False}
+
+
+def test_a_failed_compile_falls_back_to_a_pure_wheel_unless_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = _hook_module()
+    monkeypatch.delenv("NIJA_GUARD_PURE_PYTHON", raising=False)
+
+    def no_compiler(root: Path, build_dir: Path) -> list[Path]:
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(module, "compile_modules", no_compiler)
+    monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = _run_hook(module)
+    assert data == {"force_include": {}, "pure_python": True, "infer_tag": False}
+    assert any("no C compiler" in str(w.message) for w in caught)
+
+    monkeypatch.setenv("NIJA_GUARD_REQUIRE_COMPILED", "1")
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        _run_hook(module)
