@@ -13,7 +13,11 @@ run is dominated by the guard. Each system runs in a fresh interpreter
   more exit, which is what lets the book prune, then measures again;
 - a tracemalloc sample in another fresh interpreter: ``exits / 10`` exits over
   ``symbols / 10`` symbols (the same exits per symbol), growth by file and by
-  line, right after the run and after the window.
+  line, right after the run and after the window. It always imports the
+  pure-Python source of this checkout: tracemalloc files an allocation under
+  the innermost Python frame, and compiled modules have none (their
+  allocations would land on this file's own lines, which the sample leaves
+  out). Both builds make the same Python objects: the RSS rows show it.
 
 The seed-style baseline keeps no state between exits: its rows measure that.
 
@@ -23,9 +27,11 @@ Run with ``python benchmarks/run.py --only memory [--memory-exits N]``.
 from __future__ import annotations
 
 import gc
+import json
 import linecache
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -177,6 +183,27 @@ def _fresh(fn: Any, *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
+def _fresh_pure_python(exits: int, symbols: int) -> dict[str, Any]:
+    """``traced_run`` in a fresh interpreter that imports this checkout's source."""
+    here = str(Path(__file__).resolve().parent)
+    child = (
+        "import json, bench_memory; from nija_guard._build import build_name; "
+        f"sample = bench_memory.traced_run({exits}, {symbols}); "
+        "print(json.dumps({'build': build_name(), **sample}))"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-c", child],
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), here])),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    if result["build"] != "pure Python":
+        raise RuntimeError(f"the traced run imported a {result['build']} build")
+    return result
+
+
 def memory(
     quick: bool = False, exits: int | None = None, symbols: int | None = None
 ) -> dict[str, Any]:
@@ -186,7 +213,7 @@ def memory(
     sample_exits, sample_symbols = max(1, exits // 10), max(1, symbols // 10)
     started = time.perf_counter()
     runs = {s: _fresh(rss_run, s, exits, symbols) for s in SYSTEMS}
-    sample = _fresh(traced_run, sample_exits, sample_symbols)
+    sample = _fresh_pure_python(sample_exits, sample_symbols)
     duration = time.perf_counter() - started
     g = runs["guard"]
     tables, after = g["tables"], g["tables_after_window"]
@@ -221,7 +248,9 @@ def memory(
         },
         {
             "measure": "tracemalloc growth, guard, right after / after the window",
-            "conditions": f"{sample_exits:,} exits over {sample_symbols:,} symbols, fresh process",
+            "conditions": f"{sample_exits:,} exits over {sample_symbols:,} symbols, fresh "
+            "process, pure-Python build (tracemalloc files allocations under Python source "
+            "lines; compiled modules have none)",
             "raw": "n/a",
             "baseline": "n/a (no state)",
             "guard": f"{sample['traced_growth_kib'] / 1024:.1f} MiB / "
