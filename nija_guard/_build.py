@@ -10,8 +10,11 @@ from __future__ import annotations
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-# The modules an exit runs through: proxy, drivers, state machine, book, adapters,
-# values, hooks, telemetry. Not hookspecs.py: pluggy reads its functions' signatures.
+# The modules an exit runs through: drivers, state machine, book, adapters, values,
+# hooks, telemetry. Not the proxy (_guard.py): what a bot calls and gets back must be
+# what Python makes, as the client's own are (a compiled ``async def`` returns
+# Cython's coroutine type, which ``inspect.iscoroutine`` does not know). Not
+# hookspecs.py: pluggy reads its functions' signatures.
 COMPILED_MODULES = (
     "_engine",
     "_book",
@@ -22,7 +25,6 @@ COMPILED_MODULES = (
     "_async",
     "_hooks",
     "_telemetry",
-    "_guard",
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import nija_guard
 from nija_guard import _build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,3 +138,36 @@ def test_a_failed_compile_falls_back_to_a_pure_wheel_unless_required(
     monkeypatch.setenv("NIJA_GUARD_REQUIRE_COMPILED", "1")
     with pytest.raises(RuntimeError, match="no C compiler"):
         _run_hook(module)
+
+
+# -- what a bot touches is what Python makes, in either build --------------------------
+def test_a_bots_calls_return_what_python_makes() -> None:
+    """The proxy stays interpreted: a compiled ``async def`` would hand the bot Cython's
+    coroutine type, which ``inspect.iscoroutine`` (and code that awaits only what it
+    says is a coroutine) does not know."""
+    import asyncio
+
+    from nija_guard.testing import AsyncPaperExchange, PaperExchange
+
+    sync = nija_guard.guard(PaperExchange(balances={"BTC": 1}), load_entrypoints=False)
+    assert inspect.ismethod(sync.create_order)
+    assert inspect.isfunction(type(sync).create_order)
+    sync.nija_guard.close()
+
+    async def main() -> None:
+        client = AsyncPaperExchange(balances={"BTC": 1, "USDT": 0})
+        exchange = nija_guard.guard(client, load_entrypoints=False)
+        assert inspect.iscoroutinefunction(exchange.create_market_sell_order)
+        assert inspect.isfunction(type(exchange).create_order)
+        await exchange.load_markets()
+        sell = exchange.create_market_sell_order("BTC/USDT", 0.25)  # guarded
+        assert inspect.iscoroutine(sell)
+        assert (await sell)["filled"] == 0.25
+        lookup = exchange.fetch_order("no-such-order", "BTC/USDT")  # observed
+        assert inspect.iscoroutine(lookup)
+        lookup.close()
+        closing = exchange.nija_guard.aclose()
+        assert inspect.iscoroutine(closing)
+        await closing
+
+    asyncio.run(main())
