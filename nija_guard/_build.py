@@ -1,8 +1,9 @@
 """Which build is running: pure Python, or the exit path compiled with Cython.
 
-A wheel built from a source checkout compiles ``COMPILED_MODULES`` (see
-``hatch_build.py``) and carries each beside its ``.py`` source; Python imports the
-extension first. Standard library only: the build hook reads this file on its own.
+A wheel built with ``NIJA_GUARD_COMPILE=1`` compiles ``COMPILED_MODULES`` (see
+``hatch_build.py``; the default is pure Python) and carries each beside its ``.py``
+source; Python imports the extension first. Standard library only: the build hook
+reads this file on its own.
 """
 
 from __future__ import annotations

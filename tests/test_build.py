@@ -84,16 +84,31 @@ def _run_hook(module: Any, version: str = "standard") -> dict[str, Any]:
     return build_data
 
 
+def test_the_hook_asks_for_cython_only_for_a_compiled_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = _hook_module()
+    hook = module.CompiledModulesHook(str(ROOT), {}, None, None, str(ROOT), "wheel")
+    monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)
+    monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
+    assert hook.dependencies() == []
+    monkeypatch.setenv("NIJA_GUARD_COMPILE", "1")
+    assert any(dep.startswith("Cython") for dep in hook.dependencies())
+
+
 def test_the_hook_reads_the_module_list_from_the_package() -> None:
     module = _hook_module()
     assert module._compiled_modules(ROOT) == _build.COMPILED_MODULES
 
 
-def test_the_hook_adds_the_compiled_modules_to_the_wheel(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("variable", ["NIJA_GUARD_COMPILE", "NIJA_GUARD_REQUIRE_COMPILED"])
+def test_asked_to_compile_the_hook_adds_the_compiled_modules_to_the_wheel(
+    variable: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     module = _hook_module()
-    monkeypatch.delenv("NIJA_GUARD_PURE_PYTHON", raising=False)
+    monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)
+    monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
+    monkeypatch.setenv(variable, "1")
     built = [tmp_path / f"{name}.so" for name in _build.COMPILED_MODULES]
     monkeypatch.setattr(module, "compile_modules", lambda root, build_dir: built)
     data = _run_hook(module)
@@ -102,8 +117,8 @@ def test_the_hook_adds_the_compiled_modules_to_the_wheel(
     assert data["infer_tag"] is True
 
 
-@pytest.mark.parametrize("how", ["editable", "pure"])
-def test_the_hook_compiles_nothing_for_editable_installs_or_when_told(
+@pytest.mark.parametrize("how", ["default", "editable", "editable, asked to compile", "set to 0"])
+def test_the_hook_compiles_nothing_unless_asked_and_never_for_editable_installs(
     how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = _hook_module()
@@ -112,9 +127,13 @@ def test_the_hook_compiles_nothing_for_editable_installs_or_when_told(
         raise AssertionError("compiled")
 
     monkeypatch.setattr(module, "compile_modules", never)
-    if how == "pure":
-        monkeypatch.setenv("NIJA_GUARD_PURE_PYTHON", "1")
-    data = _run_hook(module, "editable" if how == "editable" else "standard")
+    monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)
+    monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
+    if how == "editable, asked to compile":
+        monkeypatch.setenv("NIJA_GUARD_REQUIRE_COMPILED", "1")
+    if how == "set to 0":
+        monkeypatch.setenv("NIJA_GUARD_COMPILE", "0")
+    data = _run_hook(module, "editable" if how.startswith("editable") else "standard")
     assert data == {"force_include": {}, "pure_python": True, "infer_tag": False}
 
 
@@ -122,7 +141,7 @@ def test_a_failed_compile_falls_back_to_a_pure_wheel_unless_required(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = _hook_module()
-    monkeypatch.delenv("NIJA_GUARD_PURE_PYTHON", raising=False)
+    monkeypatch.setenv("NIJA_GUARD_COMPILE", "1")
 
     def no_compiler(root: Path, build_dir: Path) -> list[Path]:
         raise RuntimeError("no C compiler")
