@@ -35,6 +35,7 @@ def _registry() -> dict[str, tuple[str, Callable[..., dict[str, Any]]]]:
     import bench_build
     import bench_contention
     import bench_core
+    import bench_instructions
     import bench_memory
     import bench_otel
 
@@ -42,6 +43,7 @@ def _registry() -> dict[str, tuple[str, Callable[..., dict[str, Any]]]]:
         "exit_sync": ("1", bench_core.exit_sync),
         "exit_async": ("2", bench_async.exit_async),
         "builds": ("1+2", bench_build.builds),
+        "instructions": ("1", bench_instructions.instructions),
         "passthrough": ("3", bench_core.passthrough),
         "burst": ("4", bench_core.burst),
         "contention": ("5", bench_contention.contention),
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     registry = _registry()
     if args.list:
         for name, (number, fn) in registry.items():
-            print(f"{number:>2} {name:<18} {(fn.__doc__ or '').strip().splitlines()[0]}")
+            doc = (fn.__doc__ or sys.modules[fn.__module__].__doc__ or "").strip()
+            print(f"{number:>3} {name:<18} {doc.splitlines()[0] if doc else ''}")
         return 0
     selected = [n.strip() for spec in args.only for n in spec.split(",") if n.strip()]
     unknown = sorted(set(selected) - set(registry))
