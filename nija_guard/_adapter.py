@@ -186,6 +186,8 @@ _SIDES = {"sell": "sell", "buy": "buy"}
 
 
 def _normalize_side(value: Any, method: str) -> str:
+    if value == "sell" or value == "buy":
+        return value  # type: ignore[no-any-return]  # the usual spelling: nothing to normalize
     if not isinstance(value, str) or value.strip().lower() not in _SIDES:
         raise ccxt.InvalidOrder(
             f"{method}(): side must be 'buy' or 'sell' (any case), got {value!r}"

@@ -52,7 +52,7 @@ from ._model import (
     Outcome,
     Phase,
     divide_down,
-    new_exit,
+    make_exit,
     outcome_of,
     redact,
     to_decimal,
@@ -2049,17 +2049,17 @@ class Engine:
 
     def _exit_value(self, call: OrderCall) -> Exit:
         requested = call.amount if call.amount is not None else call.cost
-        return new_exit(
-            exit_id=unique_id(),
-            account=self.account,
-            symbol=call.symbol,
-            side=call.side,
-            type=call.type,
-            method=call.entry.name,
-            requested_amount=None if requested is None else float(requested),
-            price=None if call.price is None else float(call.price),
-            params=redact(call.params) if call.params else NO_PARAMS,
-            created_at=time.time(),
+        return make_exit(
+            unique_id(),  # exit_id
+            self.account,
+            call.symbol,
+            call.side,
+            call.type,
+            call.entry.name,  # method
+            None if requested is None else float(requested),  # requested_amount
+            None if call.price is None else float(call.price),  # price
+            redact(call.params) if call.params else NO_PARAMS,  # params
+            time.time(),  # created_at
         )
 
     def _acknowledged(self, rec: ExitRecord, view: OrderView, *, track: bool = True) -> None:

@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -183,24 +183,42 @@ class Exit:
 
 
 _EXIT_FIELDS = frozenset(f.name for f in fields(Exit))
-_EXIT_DEFAULTS = {
-    f.name: f.default if f.default_factory is MISSING else f.default_factory()
-    for f in fields(Exit)
-    if f.default is not MISSING or f.default_factory is not MISSING
-}
 
 
-_EXIT_REQUIRED = _EXIT_FIELDS - _EXIT_DEFAULTS.keys()
-
-
-def new_exit(**values: Any) -> Exit:
-    """``Exit(**values)`` for the engine's hot path: a frozen dataclass's ``__init__``
-    sets each field through ``object.__setattr__``; this fills ``__dict__`` at once."""
-    if not (_EXIT_REQUIRED <= values.keys() <= _EXIT_FIELDS):
-        return Exit(**values)  # let the dataclass say what is wrong
+def make_exit(
+    exit_id: str,
+    account: str,
+    symbol: str,
+    side: str,
+    type: str,
+    method: str,
+    requested_amount: float | None,
+    price: float | None,
+    params: Mapping[str, Any],
+    created_at: float,
+) -> Exit:
+    """``Exit(...)`` for the engine's hot path, in half the time: a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``; this fills
+    ``__dict__`` at once. Every field is named here (tests/test_model.py checks)."""
     new = object.__new__(Exit)
-    new.__dict__.update(_EXIT_DEFAULTS)
-    new.__dict__.update(values)
+    new.__dict__.update(
+        exit_id=exit_id,
+        account=account,
+        symbol=symbol,
+        side=side,
+        type=type,
+        method=method,
+        requested_amount=requested_amount,
+        price=price,
+        params=params,
+        client_order_id=None,
+        amount=None,
+        order_id=None,
+        outcome=None,
+        filled=0.0,
+        reason=None,
+        created_at=created_at,
+    )
     return new
 
 

@@ -6,6 +6,7 @@ behaviour (or to the property that matters) on the inputs where they could diffe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import threading
@@ -17,11 +18,31 @@ from nija_guard._book import LRU
 from nija_guard._model import (
     _FLOAT_DECIMALS,
     _FLOAT_DECIMALS_MAX,
+    NO_PARAMS,
+    Exit,
     MarketInfo,
+    Outcome,
     check_amount,
+    make_exit,
     to_decimal,
     unique_id,
 )
+
+
+def test_make_exit_builds_the_exit_the_dataclass_builds() -> None:
+    """make_exit fills __dict__ itself: a field added to Exit must be added there too."""
+    made = make_exit("e1", "acct", "BTC/USDT", "sell", "market", "m", 0.5, None, NO_PARAMS, 1.0)
+    expected = Exit("e1", "acct", "BTC/USDT", "sell", "market", "m", 0.5, None, NO_PARAMS)
+    expected = dataclasses.replace(expected, created_at=1.0)
+    assert made == expected
+    assert list(vars(made)) == [f.name for f in dataclasses.fields(Exit)]
+    evolved = made.evolve(outcome=Outcome.FILLED, filled=0.5)
+    assert evolved == dataclasses.replace(expected, outcome=Outcome.FILLED, filled=0.5)
+    assert made.outcome is None  # the original is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.amount = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field"):
+        made.evolve(amout=1.0)
 
 
 def test_unique_ids_never_repeat_across_threads() -> None:
