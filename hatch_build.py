@@ -5,8 +5,8 @@ Cython: one source, two builds. The pure-Python build is the default and the
 reference (editable installs, ``pip install .`` and ``pip wheel .`` make it).
 The compiled build is opt-in because its gain depends on the CPU: it executes
 about as many machine instructions per exit as the interpreter (callgrind: 350k
-against 361k), and on one machine ran the guard's own work in two thirds of the
-time, on another in a fifth more (see docs/performance.md). Python imports an
+against 361k), and on two of three machines ran the guard's own work in two
+thirds of the time, on the third in a fifth more (see docs/performance.md). Python imports an
 extension module before a ``.py`` of the same name, so a compiled wheel carries
 both and the compiled one wins.
 
