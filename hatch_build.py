@@ -1,24 +1,28 @@
-"""Wheel build hook: on request, the exit path's modules compiled with Cython.
+"""Wheel build hook: the exit path's modules compiled with Cython.
 
 The compiled modules are the same ``.py`` files, nothing hand-written in C or
-Cython: one source, two builds. The pure-Python build is the default and the
-reference (editable installs, ``pip install .`` and ``pip wheel .`` make it).
-The compiled build is opt-in because its gain depends on the CPU: it executes
-about as many machine instructions per exit as the interpreter (callgrind: 350k
-against 361k), and on two of three machines ran the guard's own work in two
-thirds of the time, on the third in a fifth more (see docs/performance.md). Python imports an
-extension module before a ``.py`` of the same name, so a compiled wheel carries
-both and the compiled one wins.
+Cython: one source, two builds. A wheel (``pip install .``, ``pip wheel .``)
+carries the compiled build unless told not to; editable installs run the
+pure-Python source, the reference that the suite runs first. Compiled, an exit
+executes about as many machine instructions as interpreted (callgrind: 350k
+against 361k), so the gain depends on how well a CPU runs them: the guard's own
+work per exit took a third less time on two of the three machines measured
+(28 µs against 42 µs) and a fifth more on the third (docs/performance.md).
+Python imports an extension module before a ``.py`` of the same name, so a
+compiled wheel carries both and the compiled one wins.
 
 Environment, read when a wheel is built:
 
-- ``NIJA_GUARD_COMPILE=1``: compile the exit path; if compiling fails (no Cython
-  build tools, no C compiler), warn and build the pure-Python wheel instead.
+- nothing set: compile the exit path; if compiling fails (no Cython, no C
+  compiler or Python headers), warn and build the pure-Python wheel, which
+  works the same.
+- ``NIJA_GUARD_COMPILE=0``: build the pure-Python wheel (to step through the
+  guard in a debugger, or on a CPU where the compiled build measured slower).
 - ``NIJA_GUARD_REQUIRE_COMPILED=1``: compile, and fail the build if compiling
   fails (CI sets it).
 
-Editable installs are never compiled: an extension module left beside a source
-file would shadow every later edit of it.
+Editable installs are never compiled (an extension module left beside a source
+file would shadow every later edit of it), and do not ask for Cython.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import sysconfig
 import tempfile
 import warnings
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
@@ -94,22 +99,42 @@ def compile_modules(source_root: Path, build_dir: Path, *, jobs: int | None = No
 
 
 def _compile_requested() -> bool:
-    variables = ("NIJA_GUARD_COMPILE", "NIJA_GUARD_REQUIRE_COMPILED")
-    return any(os.environ.get(name) == "1" for name in variables)
+    """Compile unless ``NIJA_GUARD_COMPILE=0``; ``NIJA_GUARD_REQUIRE_COMPILED=1`` wins."""
+    if os.environ.get("NIJA_GUARD_REQUIRE_COMPILED") == "1":
+        return True
+    return os.environ.get("NIJA_GUARD_COMPILE", "").strip() != "0"
+
+
+def _asked_for_an_editable_build() -> bool:
+    """Whether hatchling is answering PEP 660's ``get_requires_for_build_editable``.
+
+    Build hooks are asked for their dependencies without being told which build
+    they are for; an editable install compiles nothing, so it must not download
+    Cython. The question comes from that one function of ``hatchling.build``.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "get_requires_for_build_editable" and "hatchling" in code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class CompiledModulesHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "custom"
 
     def dependencies(self) -> list[str]:
-        # Only a compiled build needs Cython: a default build downloads nothing more.
-        return ["Cython>=3.1", "setuptools>=70"] if _compile_requested() else []
+        # Only a compiled build needs Cython: a pure or editable one downloads nothing more.
+        if not _compile_requested() or _asked_for_an_editable_build():
+            return []
+        return ["Cython>=3.1", "setuptools>=70"]
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel" or version == "editable":
             return
         if not _compile_requested():
-            return  # the default: a pure-Python wheel
+            return  # NIJA_GUARD_COMPILE=0: a pure-Python wheel
         required = os.environ.get("NIJA_GUARD_REQUIRE_COMPILED") == "1"
         self._build_dir = Path(tempfile.mkdtemp(prefix="nija-guard-build-"))
         try:

@@ -96,8 +96,8 @@ def builds(quick: bool = False) -> dict[str, Any]:
                 f"{compiled['baseline_only_us']:.1f} µs",
                 "guard": f"{pure['guard_only_us']:.1f} µs / {compiled['guard_only_us']:.1f} µs",
                 "note": f"compiled: {verdict} of the guard's own CPU; the same source "
-                "compiled with Cython (hatch_build.py), what a wheel built with "
-                "NIJA_GUARD_COMPILE=1 installs; the gain depends on the CPU",
+                "compiled with Cython (hatch_build.py), what a wheel installs (editable "
+                "installs run pure Python); the gain depends on the CPU",
             }
         )
     return {"title": "Pure Python and compiled builds", "rows": rows, "data": data}

@@ -1,8 +1,8 @@
 """Which build is running: pure Python, or the exit path compiled with Cython.
 
-A wheel built with ``NIJA_GUARD_COMPILE=1`` compiles ``COMPILED_MODULES`` (see
-``hatch_build.py``; the default is pure Python) and carries each beside its ``.py``
-source; Python imports the extension first. Standard library only: the build hook
+A wheel compiles ``COMPILED_MODULES`` (see ``hatch_build.py``; editable installs
+and wheels built with ``NIJA_GUARD_COMPILE=0`` are pure Python) and carries each
+beside its ``.py`` source; Python imports the extension first. Standard library only: the build hook
 reads this file on its own.
 """
 

@@ -91,9 +91,26 @@ def test_the_hook_asks_for_cython_only_for_a_compiled_build(
     hook = module.CompiledModulesHook(str(ROOT), {}, None, None, str(ROOT), "wheel")
     monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)
     monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
+    assert any(dep.startswith("Cython") for dep in hook.dependencies())  # a wheel compiles
+    monkeypatch.setenv("NIJA_GUARD_COMPILE", "0")
     assert hook.dependencies() == []
-    monkeypatch.setenv("NIJA_GUARD_COMPILE", "1")
+    monkeypatch.setenv("NIJA_GUARD_REQUIRE_COMPILED", "1")
     assert any(dep.startswith("Cython") for dep in hook.dependencies())
+
+
+def test_an_editable_install_does_not_download_cython(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip asks hatchling.build.get_requires_for_build_editable; the hook is asked inside it."""
+    module = _hook_module()
+    monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)
+    monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
+    monkeypatch.chdir(ROOT)
+    from hatchling import build as hatchling_build
+
+    assert module._compile_requested()  # what a standard wheel build does
+    editable = hatchling_build.get_requires_for_build_editable()
+    assert not any(dep.startswith("Cython") for dep in editable)
+    wheel = hatchling_build.get_requires_for_build_wheel()
+    assert any(dep.startswith("Cython") for dep in wheel)
 
 
 def test_the_hook_reads_the_module_list_from_the_package() -> None:
@@ -101,14 +118,15 @@ def test_the_hook_reads_the_module_list_from_the_package() -> None:
     assert module._compiled_modules(ROOT) == _build.COMPILED_MODULES
 
 
-@pytest.mark.parametrize("variable", ["NIJA_GUARD_COMPILE", "NIJA_GUARD_REQUIRE_COMPILED"])
-def test_asked_to_compile_the_hook_adds_the_compiled_modules_to_the_wheel(
-    variable: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("variable", [None, "NIJA_GUARD_COMPILE", "NIJA_GUARD_REQUIRE_COMPILED"])
+def test_a_wheel_carries_the_compiled_modules_by_default(
+    variable: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     module = _hook_module()
     monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)
     monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
-    monkeypatch.setenv(variable, "1")
+    if variable is not None:
+        monkeypatch.setenv(variable, "1")
     built = [tmp_path / f"{name}.so" for name in _build.COMPILED_MODULES]
     monkeypatch.setattr(module, "compile_modules", lambda root, build_dir: built)
     data = _run_hook(module)
@@ -117,8 +135,10 @@ def test_asked_to_compile_the_hook_adds_the_compiled_modules_to_the_wheel(
     assert data["infer_tag"] is True
 
 
-@pytest.mark.parametrize("how", ["default", "editable", "editable, asked to compile", "set to 0"])
-def test_the_hook_compiles_nothing_unless_asked_and_never_for_editable_installs(
+@pytest.mark.parametrize(
+    "how", ["editable", "editable, asked to compile", "set to 0", "set to 0 with spaces"]
+)
+def test_the_hook_compiles_nothing_when_told_not_to_and_never_for_editable_installs(
     how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = _hook_module()
@@ -133,6 +153,8 @@ def test_the_hook_compiles_nothing_unless_asked_and_never_for_editable_installs(
         monkeypatch.setenv("NIJA_GUARD_REQUIRE_COMPILED", "1")
     if how == "set to 0":
         monkeypatch.setenv("NIJA_GUARD_COMPILE", "0")
+    if how == "set to 0 with spaces":
+        monkeypatch.setenv("NIJA_GUARD_COMPILE", " 0 ")
     data = _run_hook(module, "editable" if how.startswith("editable") else "standard")
     assert data == {"force_include": {}, "pure_python": True, "infer_tag": False}
 
@@ -141,7 +163,7 @@ def test_a_failed_compile_falls_back_to_a_pure_wheel_unless_required(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = _hook_module()
-    monkeypatch.setenv("NIJA_GUARD_COMPILE", "1")
+    monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)  # the default: compile
 
     def no_compiler(root: Path, build_dir: Path) -> list[Path]:
         raise RuntimeError("no C compiler")
