@@ -7,17 +7,20 @@ pure-Python source, the reference that the suite runs first. Compiled, an exit
 executes about as many machine instructions as interpreted (callgrind: 350k
 against 361k), so the gain depends on how well a CPU runs them: the guard's own
 work per exit took a third less time on two of the three machines measured
-(28 µs against 42 µs) and a fifth more on the third (docs/performance.md).
+(27 µs against 42 µs) and a fifth more on the third (docs/performance.md).
 Python imports an extension module before a ``.py`` of the same name, so a
 compiled wheel carries both and the compiled one wins.
 
 Environment, read when a wheel is built:
 
-- nothing set: compile the exit path; if compiling fails (no Cython, no C
-  compiler or Python headers), warn and build the pure-Python wheel, which
-  works the same.
-- ``NIJA_GUARD_COMPILE=0``: build the pure-Python wheel (to step through the
-  guard in a debugger, or on a CPU where the compiled build measured slower).
+- nothing set: compile the exit path; if compiling fails (no C compiler or
+  Python headers; no Cython in a ``--no-build-isolation`` build), warn and build
+  the pure-Python wheel, which works the same. An isolated build (pip's default)
+  asks for Cython first: where it cannot be downloaded, set
+  ``NIJA_GUARD_COMPILE=0``.
+- ``NIJA_GUARD_COMPILE=0`` (or ``false``, ``no``, ``off``): build the pure-Python
+  wheel (to step through the guard in a debugger, offline, or on a CPU where
+  the compiled build measured slower).
 - ``NIJA_GUARD_REQUIRE_COMPILED=1``: compile, and fail the build if compiling
   fails (CI sets it).
 
@@ -98,11 +101,14 @@ def compile_modules(source_root: Path, build_dir: Path, *, jobs: int | None = No
     return built
 
 
+_NO = frozenset({"0", "false", "no", "off"})
+
+
 def _compile_requested() -> bool:
-    """Compile unless ``NIJA_GUARD_COMPILE=0``; ``NIJA_GUARD_REQUIRE_COMPILED=1`` wins."""
+    """Compile unless ``NIJA_GUARD_COMPILE`` says no; ``NIJA_GUARD_REQUIRE_COMPILED=1`` wins."""
     if os.environ.get("NIJA_GUARD_REQUIRE_COMPILED") == "1":
         return True
-    return os.environ.get("NIJA_GUARD_COMPILE", "").strip() != "0"
+    return os.environ.get("NIJA_GUARD_COMPILE", "").strip().lower() not in _NO
 
 
 def _asked_for_an_editable_build() -> bool:

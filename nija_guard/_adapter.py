@@ -186,8 +186,9 @@ _SIDES = {"sell": "sell", "buy": "buy"}
 
 
 def _normalize_side(value: Any, method: str) -> str:
-    if value == "sell" or value == "buy":
-        return value  # type: ignore[no-any-return]  # the usual spelling: nothing to normalize
+    if type(value) is str and value in _SIDES:
+        return value  # the usual spelling: nothing to normalize (a str subclass or an
+        # enum member equal to "sell" goes the long way, and comes out a plain str)
     if not isinstance(value, str) or value.strip().lower() not in _SIDES:
         raise ccxt.InvalidOrder(
             f"{method}(): side must be 'buy' or 'sell' (any case), got {value!r}"

@@ -1,7 +1,8 @@
 """Which build is running: pure Python, or the exit path compiled with Cython.
 
 A wheel compiles ``COMPILED_MODULES`` (see ``hatch_build.py``; editable installs
-and wheels built with ``NIJA_GUARD_COMPILE=0`` are pure Python) and carries each
+, wheels built with ``NIJA_GUARD_COMPILE=0`` and wheels whose compile failed are
+pure Python) and carries each
 beside its ``.py`` source; Python imports the extension first. Standard library only: the build hook
 reads this file on its own.
 """

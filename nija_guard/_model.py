@@ -199,7 +199,7 @@ def make_exit(
 ) -> Exit:
     """``Exit(...)`` for the engine's hot path, in half the time: a frozen dataclass's
     ``__init__`` sets each field through ``object.__setattr__``; this fills
-    ``__dict__`` at once. Every field is named here (tests/test_model.py checks)."""
+    ``__dict__`` at once. Every field is named here (tests/test_hot_path.py checks)."""
     new = object.__new__(Exit)
     new.__dict__.update(
         exit_id=exit_id,

@@ -118,14 +118,19 @@ def test_the_hook_reads_the_module_list_from_the_package() -> None:
     assert module._compiled_modules(ROOT) == _build.COMPILED_MODULES
 
 
-@pytest.mark.parametrize("variable", [None, "NIJA_GUARD_COMPILE", "NIJA_GUARD_REQUIRE_COMPILED"])
+@pytest.mark.parametrize(
+    "variable", [None, "NIJA_GUARD_COMPILE", "NIJA_GUARD_REQUIRE_COMPILED", "required over 0"]
+)
 def test_a_wheel_carries_the_compiled_modules_by_default(
     variable: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     module = _hook_module()
     monkeypatch.delenv("NIJA_GUARD_COMPILE", raising=False)
     monkeypatch.delenv("NIJA_GUARD_REQUIRE_COMPILED", raising=False)
-    if variable is not None:
+    if variable == "required over 0":  # REQUIRE_COMPILED=1 wins over COMPILE=0
+        monkeypatch.setenv("NIJA_GUARD_COMPILE", "0")
+        monkeypatch.setenv("NIJA_GUARD_REQUIRE_COMPILED", "1")
+    elif variable is not None:
         monkeypatch.setenv(variable, "1")
     built = [tmp_path / f"{name}.so" for name in _build.COMPILED_MODULES]
     monkeypatch.setattr(module, "compile_modules", lambda root, build_dir: built)
@@ -136,7 +141,7 @@ def test_a_wheel_carries_the_compiled_modules_by_default(
 
 
 @pytest.mark.parametrize(
-    "how", ["editable", "editable, asked to compile", "set to 0", "set to 0 with spaces"]
+    "how", ["editable", "editable, asked to compile", "set to 0", " 0 ", "false", "Off", "no"]
 )
 def test_the_hook_compiles_nothing_when_told_not_to_and_never_for_editable_installs(
     how: str, monkeypatch: pytest.MonkeyPatch
@@ -153,8 +158,8 @@ def test_the_hook_compiles_nothing_when_told_not_to_and_never_for_editable_insta
         monkeypatch.setenv("NIJA_GUARD_REQUIRE_COMPILED", "1")
     if how == "set to 0":
         monkeypatch.setenv("NIJA_GUARD_COMPILE", "0")
-    if how == "set to 0 with spaces":
-        monkeypatch.setenv("NIJA_GUARD_COMPILE", " 0 ")
+    elif not how.startswith("editable"):
+        monkeypatch.setenv("NIJA_GUARD_COMPILE", how)
     data = _run_hook(module, "editable" if how.startswith("editable") else "standard")
     assert data == {"force_include": {}, "pure_python": True, "infer_tag": False}
 

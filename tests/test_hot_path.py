@@ -7,13 +7,17 @@ behaviour (or to the property that matters) on the inputs where they could diffe
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import random
 import threading
 from decimal import ROUND_DOWN, Context, Decimal
+from unittest import mock
 
+import ccxt
 import pytest
 
+from nija_guard._adapter import _normalize_side
 from nija_guard._book import LRU
 from nija_guard._model import (
     _FLOAT_DECIMALS,
@@ -43,6 +47,29 @@ def test_make_exit_builds_the_exit_the_dataclass_builds() -> None:
         made.amount = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError, match="no field"):
         made.evolve(amout=1.0)
+
+
+class _Side(str, enum.Enum):
+    SELL = "sell"
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize("side", ["sell", "SELL", " Sell ", _Side.SELL, _Text("sell")])
+def test_a_side_comes_out_a_plain_lowercase_str(side: object) -> None:
+    """The fast path takes only a plain "sell"/"buy"; an enum member or a str subclass
+    equal to one goes the long way, so ccxt never gets an object that prints otherwise."""
+    normalized = _normalize_side(side, "create_order")
+    assert normalized == "sell"
+    assert type(normalized) is str
+
+
+@pytest.mark.parametrize("side", [mock.ANY, None, 1, "short", b"sell"])
+def test_a_side_that_is_not_buy_or_sell_is_refused(side: object) -> None:
+    with pytest.raises(ccxt.InvalidOrder, match="side must be"):
+        _normalize_side(side, "create_order")
 
 
 def test_unique_ids_never_repeat_across_threads() -> None:
